@@ -1,0 +1,163 @@
+/**
+ * The Backend interface: memory (alloc / upload / download / sync / dispose) plus the op table.
+ * Ops are destination-passing, outputs first, and never allocate tensors visible to the caller.
+ * Shape glossary (DESIGN §3): T tokens, C hidden, H heads, D head dim, Dn/Dr MLA nope/rope dims,
+ * L kv_lora_rank, E experts, K experts per token, F FFN width, V vocab.
+ */
+import type { Dtype, HostArray, Tensor } from '../tensor/tensor.js';
+
+export type BackendName = 'cpu' | 'reference' | 'cuda';
+
+/** Source of a weight: raw little-endian bytes of a checkpoint tensor. */
+export interface WeightSource {
+  readonly dtype: 'f32' | 'bf16' | 'f16';
+  readonly shape: readonly number[];
+  readonly bytes: Uint8Array;
+}
+
+/**
+ * How a weight is used decides its storage: 'matrix' weights (matmul right-hand sides, embedding
+ * tables, stacked experts) may stay in bf16; 'vector' weights (norms, biases, small matrices read
+ * inside attention ops) are stored in the activation dtype.
+ */
+export type WeightUse = 'matrix' | 'vector';
+
+export interface RopeSpec {
+  readonly style: 'neox' | 'gptj';
+  /** Heads per row, distance between heads (elements), offset of the rotary part inside a head. */
+  readonly nHeads: number;
+  readonly headStride: number;
+  readonly offset: number;
+  /** Rotated dims (even); pairs are (i, i+rotaryDim/2) for neox, (2i, 2i+1) for gptj. */
+  readonly rotaryDim: number;
+  /** rotaryDim/2 inverse frequencies; angle = position · invFreq[i]. */
+  readonly invFreq: Float64Array;
+}
+
+export interface LightningParams {
+  readonly nHeads: number;
+  readonly headDim: number;
+  /** Per-token log-decay rate s_h > 0 per head (λ_h = exp(-s_h)), layer factor already applied. */
+  readonly decay: Float64Array;
+  /** Multiplies q (D^-0.5). */
+  readonly scale: number;
+  /** Prefill chunk length (any ≥ 1; 1 is the plain recurrence). */
+  readonly chunk: number;
+  /**
+   * vLLM's lightning prefill (spec §4.6): 256-token blocks aligned to the call's first token, the
+   * inter-block term decayed by exp(-s·t) instead of exp(-s·(t+1)). Requires chunk = 256.
+   */
+  readonly vllmPrefillQuirk: boolean;
+  /** Round the state to bf16 after each prefill call / decode step (vLLM's default state dtype). */
+  readonly stateBf16: boolean;
+}
+
+export interface MlaParams {
+  readonly nHeads: number;
+  readonly qkNope: number; // Dn
+  readonly qkRope: number; // Dr
+  readonly vHead: number; // Dv
+  readonly kvLora: number; // L
+  /** Softmax scale ((Dn+Dr)^-0.5). */
+  readonly scale: number;
+  /** Tokens per latent-cache block. */
+  readonly blockSize: number;
+}
+
+/** One sequence's view of a paged MLA latent cache. */
+export interface MlaSeq {
+  /** Physical block ids; token p lives in row blockTable[p/blockSize]*blockSize + p%blockSize. */
+  readonly blockTable: Int32Array;
+  /** Tokens already in the cache before this call's tokens (their positions start here). */
+  readonly ctxStart: number;
+}
+
+export interface RouterParams {
+  readonly nExperts: number; // E
+  readonly topK: number; // K
+  /** Group-limited selection when both are set (E % nGroup == 0); else plain top-k. */
+  readonly nGroup: number | null;
+  readonly topkGroup: number | null;
+  readonly scoreFunction: 'sigmoid' | 'softmax';
+  readonly renormalize: boolean;
+  /** Added to the sum when renormalising (official code: 1e-20; vLLM: 0). */
+  readonly renormEps: number;
+  readonly routedScalingFactor: number;
+}
+
+export interface Ops {
+  /** out [T,C] = table [V,C] rows ids[t]. */
+  embedding(out: Tensor, table: Tensor, ids: Int32Array): void;
+  /** out [T,C] = x · rsqrt(mean(x²)+eps) · w [C]. out may alias x. */
+  rmsnorm(out: Tensor, x: Tensor, w: Tensor, eps: number): void;
+  /** residual [T,C] += x (in place); out = rmsnorm(residual)·w. */
+  addRmsnorm(out: Tensor, residual: Tensor, x: Tensor, w: Tensor, eps: number): void;
+  /** out [T,N] = x [T,K] · w [N,K]ᵀ (+ bias [N]). w may be bf16. */
+  matmul(out: Tensor, x: Tensor, w: Tensor, bias: Tensor | null): void;
+  /** Per-head RMSNorm: x, out [T, H·D] normalised over each D-slice, times w [D]. out may alias x. */
+  headRmsnorm(out: Tensor, x: Tensor, w: Tensor, headDim: number, eps: number): void;
+  /** Rotary embedding in place on x [T, W]; positions[t] is row t's absolute position. */
+  rope(x: Tensor, positions: Int32Array, spec: RopeSpec): void;
+  /** out = silu(x), elementwise. out may alias x. */
+  silu(out: Tensor, x: Tensor): void;
+  /** out [T,F] = silu(gu[:, :F]) ⊙ gu[:, F:]  with gu [T, 2F]. */
+  siluMul(out: Tensor, gu: Tensor): void;
+  /** out = a + b, elementwise. out may alias a or b. */
+  add(out: Tensor, a: Tensor, b: Tensor): void;
+  /** out [R, W] = x [·, W] rows idx[r]. */
+  gatherRows(out: Tensor, x: Tensor, idx: Int32Array): void;
+  /** Round every element through bf16 in place (vLLM compat: router logits). */
+  roundBf16(x: Tensor): void;
+  /**
+   * Lightning attention prefill for one sequence segment: q, k, v, o [n, H·D]; state [H, D, D]
+   * (k-major, fp32) carries in and out. Canonical math: S = λ·S + kᵀv, o = scale·q·S.
+   */
+  lightningPrefill(o: Tensor, q: Tensor, k: Tensor, v: Tensor, state: Tensor, p: LightningParams): void;
+  /**
+   * Lightning attention decode, one token for each of B sequences: q, k, v, o [B, H·D];
+   * states [slots, H, D, D]; slots[b] is row b's state slot.
+   */
+  lightningDecode(o: Tensor, q: Tensor, k: Tensor, v: Tensor, states: Tensor, slots: Int32Array, p: LightningParams): void;
+  /** out [T, H·D] = rmsnorm over `groups` contiguous channel groups of x, ·w [H·D], ·sigmoid(gate). */
+  groupRmsnormGate(out: Tensor, x: Tensor, gate: Tensor, w: Tensor, groups: number, eps: number): void;
+  /** Write n latent entries ([ckv (L) | kpe (Dr)] per token) of one sequence at positions ctxStart.. into cache [rows, L+Dr]. */
+  mlaCacheWrite(cache: Tensor, ckv: Tensor, kpe: Tensor, seq: MlaSeq, p: MlaParams): void;
+  /**
+   * MLA attention, expanded form (prefill): q [n, H·(Dn+Dr)] (rope applied), cache holds
+   * ctxStart+n tokens; kvB [H·(Dn+Dv), L]; out [n, H·Dv]. Query i attends to tokens ≤ ctxStart+i.
+   */
+  mlaPrefillExpanded(out: Tensor, q: Tensor, cache: Tensor, kvB: Tensor, seq: MlaSeq, p: MlaParams): void;
+  /** Same contract as mlaPrefillExpanded, absorbed form (decode): W_UK folded into q, W_UV applied after. */
+  mlaDecodeAbsorbed(out: Tensor, q: Tensor, cache: Tensor, kvB: Tensor, seq: MlaSeq, p: MlaParams): void;
+  /**
+   * MoE router: logits [T,E] (fp32), bias [E] or null (selection only) → ids [T,K] i32 and
+   * weights [T,K] (renormalised per p, times routedScalingFactor).
+   */
+  moeRoute(ids: Tensor, weights: Tensor, logits: Tensor, bias: Tensor | null, p: RouterParams): void;
+  /**
+   * Routed experts: out [T,C] = Σ_k weights[t,k] · W2_e(silu(G_e x_t) ⊙ U_e x_t), e = ids[t,k].
+   * w13 [E·2F, C] (per expert F gate rows then F up rows), w2 [E·C, F]. out is overwritten.
+   */
+  moeExperts(out: Tensor, x: Tensor, ids: Tensor, weights: Tensor, w13: Tensor, w2: Tensor, ffn: number): void;
+}
+
+export interface Backend {
+  readonly name: BackendName;
+  /** Activation dtype (f64 for the reference backend, f32 on CPU). */
+  readonly actDtype: Dtype;
+  readonly ops: Ops;
+  /** Zero-filled tensor. */
+  alloc(dtype: Dtype, shape: readonly number[]): Tensor;
+  /** A weight in the storage this backend chooses for its use. */
+  loadWeight(src: WeightSource, use: WeightUse): Tensor;
+  /** Copy host values into t (converting to t's dtype). */
+  upload(t: Tensor, src: ArrayLike<number>): void;
+  /** Copy t out as float32 (float64 values are rounded). */
+  download(t: Tensor): Float32Array;
+  /** Wait for queued work (no-op on host backends). */
+  sync(): void;
+  /** Release threads and memory; the backend is unusable afterwards. */
+  dispose(): void;
+}
+
+export type { HostArray };

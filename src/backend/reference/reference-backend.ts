@@ -1,0 +1,81 @@
+/**
+ * Reference backend: every tensor in float64 and every op the slow, obvious reference of
+ * ops/<op>/<op>.ts. Running the model on it gives the float64 reference forward that the fast
+ * backends are tested against.
+ */
+import { Tensor, fromF64, hostArrayFor, toF64, type Dtype } from '../../tensor/tensor.js';
+import { assert } from '../../util/assert.js';
+import { bf16ToF32, f16ToF32 } from '../../util/numeric.js';
+import type { Backend, Ops, WeightSource } from '../backend.js';
+import { refEmbedding } from '../../ops/embedding/embedding.js';
+import { refAdd, refGatherRows, refRoundBf16, refSilu, refSiluMul } from '../../ops/elementwise/elementwise.js';
+import { refGroupRmsnormGate } from '../../ops/group-norm-gate/group-norm-gate.js';
+import { refLightningDecode, refLightningPrefill } from '../../ops/lightning/lightning.js';
+import { refMatmul } from '../../ops/matmul/matmul.js';
+import { refMlaCacheWrite, refMlaDecodeAbsorbed, refMlaPrefillExpanded } from '../../ops/mla/mla.js';
+import { refMoeExperts, refMoeRoute } from '../../ops/moe/moe.js';
+import { refAddRmsnorm, refHeadRmsnorm, refRmsnorm } from '../../ops/rmsnorm/rmsnorm.js';
+import { refRope } from '../../ops/rope/rope.js';
+
+export const referenceOps: Ops = {
+  embedding: refEmbedding,
+  rmsnorm: refRmsnorm,
+  addRmsnorm: refAddRmsnorm,
+  matmul: refMatmul,
+  headRmsnorm: refHeadRmsnorm,
+  rope: refRope,
+  silu: refSilu,
+  siluMul: refSiluMul,
+  add: refAdd,
+  gatherRows: refGatherRows,
+  roundBf16: refRoundBf16,
+  lightningPrefill: refLightningPrefill,
+  lightningDecode: refLightningDecode,
+  groupRmsnormGate: refGroupRmsnormGate,
+  mlaCacheWrite: refMlaCacheWrite,
+  mlaPrefillExpanded: refMlaPrefillExpanded,
+  mlaDecodeAbsorbed: refMlaDecodeAbsorbed,
+  moeRoute: refMoeRoute,
+  moeExperts: refMoeExperts,
+};
+
+export class ReferenceBackend implements Backend {
+  readonly name = 'reference' as const;
+  readonly actDtype = 'f64' as const;
+  readonly ops = referenceOps;
+
+  alloc(dtype: Dtype, shape: readonly number[]): Tensor {
+    const n = shape.reduce((a, b) => a * b, 1);
+    return new Tensor(dtype, shape, { kind: 'host', data: hostArrayFor(dtype, n, false) });
+  }
+
+  loadWeight(src: WeightSource): Tensor {
+    const n = src.shape.reduce((a, b) => a * b, 1);
+    const t = this.alloc('f64', src.shape);
+    const d = (t.storage as { data: Float64Array }).data;
+    if (src.dtype === 'f32') d.set(new Float32Array(src.bytes.slice().buffer, 0, n));
+    else {
+      const u16 = new Uint16Array(src.bytes.slice().buffer, 0, n);
+      const conv = src.dtype === 'bf16' ? bf16ToF32 : f16ToF32;
+      for (let i = 0; i < n; i++) d[i] = conv(u16[i]);
+    }
+    return t;
+  }
+
+  upload(t: Tensor, src: ArrayLike<number>): void {
+    fromF64(t, src);
+  }
+
+  download(t: Tensor): Float32Array {
+    assert(t.storage.kind === 'host', 'reference tensors live on the host');
+    return Float32Array.from(toF64(t));
+  }
+
+  /** Full-precision copy (the reason this backend exists). */
+  downloadF64(t: Tensor): Float64Array {
+    return toF64(t);
+  }
+
+  sync(): void {}
+  dispose(): void {}
+}

@@ -1,0 +1,6 @@
+// PLACEHOLDER: replaced by the lightning-attention work (reference).
+import type { LightningParams } from '../../backend/backend.js';
+import type { Tensor } from '../../tensor/tensor.js';
+import { InternalError } from '../../util/errors.js';
+export function refLightningPrefill(_o: Tensor, _q: Tensor, _k: Tensor, _v: Tensor, _state: Tensor, _p: LightningParams): void { throw new InternalError('not implemented'); }
+export function refLightningDecode(_o: Tensor, _q: Tensor, _k: Tensor, _v: Tensor, _states: Tensor, _slots: Int32Array, _p: LightningParams): void { throw new InternalError('not implemented'); }
