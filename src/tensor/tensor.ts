@@ -57,6 +57,16 @@ export class Tensor {
     return new Tensor(this.dtype, shape, this.storage, this.offset);
   }
 
+  /**
+   * View of the first numel(shape) elements under a new shape: scratch buffers are allocated at
+   * their largest use and viewed at the size of the current one.
+   */
+  prefix(shape: readonly number[]): Tensor {
+    const n = shape.reduce((a, b) => a * b, 1);
+    assert(n <= this.numel, () => `prefix [${shape.join(', ')}] larger than ${this}`);
+    return new Tensor(this.dtype, shape, this.storage, this.offset);
+  }
+
   toString(): string {
     return `Tensor<${this.dtype}>[${this.shape.join(', ')}]`;
   }

@@ -1,0 +1,19 @@
+import type { CacheSeq } from '../cache/hybrid-cache.js';
+
+/** One sequence's slice of a step: rows [start, start+len) of the batch. */
+export interface StepSeq {
+  readonly seq: CacheSeq;
+  readonly start: number;
+  readonly len: number;
+  /** Tokens of this sequence already in the cache (the first row's position). */
+  readonly ctxStart: number;
+}
+
+/** A mixed batch: any number of prefill chunks and decode tokens in one forward. */
+export interface StepBatch {
+  readonly ids: Int32Array; // [T]
+  readonly positions: Int32Array; // [T]
+  readonly seqs: readonly StepSeq[];
+  /** Batch rows whose logits are wanted (usually each sequence's last row). */
+  readonly sampleRows: Int32Array;
+}
