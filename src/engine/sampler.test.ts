@@ -139,6 +139,24 @@ test('top-p: only the smallest nucleus with mass ≥ top_p ever appears', () => 
   for (const t of draws({ topP: 0.5, seed: 3 }, big, 2000)) assert.ok(nb.has(t), `token ${t} outside the nucleus`);
 });
 
+test('top-p: the cut inside one histogram bin matches a full sort', () => {
+  // 40 logits 0.05 apart: several tokens share each 0.5-nat bin.
+  const logits = Float32Array.from({ length: 40 }, (_, i) => ((i * 17) % 40) * 0.05);
+  for (const topP of [0.3, 0.5, 0.77]) {
+    const p = softmax(logits);
+    const order = [...p.keys()].sort((a, b) => p[b] - p[a]);
+    const nucleus = new Set<number>();
+    let cum = 0;
+    for (const i of order) {
+      nucleus.add(i);
+      cum += p[i];
+      if (cum >= topP) break;
+    }
+    const seen = new Set(draws({ topP, seed: 4 }, logits, 6000));
+    assert.deepEqual([...seen].sort((a, b) => a - b), [...nucleus].sort((a, b) => a - b), `top_p ${topP}`);
+  }
+});
+
 test('top-p after top-k uses the renormalised top-k mass', () => {
   // Probabilities ∝ [4, 2, 1, 1]; top-k=2 → [2/3, 1/3]; top_p=0.6 keeps only token 0.
   const logits = Float32Array.from([Math.log(4), Math.log(2), 0, 0]);

@@ -159,18 +159,26 @@ export interface SampleResult {
 
 /** Below this temperature sampling is greedy (vLLM's _SAMPLING_EPS), avoiding logits/0 overflow. */
 const GREEDY_EPS = 1e-5;
+/** Top-p without top-k buckets tokens by z − max z into bins this wide (nats); the last is open. */
+const NUCLEUS_BIN_WIDTH = 0.5;
+const NUCLEUS_BINS = 128;
 
 /**
  * Scratch buffers of vocabulary size. One per sampler by default; an engine that samples
  * requests one after another can share one across all of them.
  */
 export class SamplerScratch {
+  /** Penalised, tempered logits. */
   z = new Float32Array(0);
+  /** exp(z - max z): unnormalised probabilities. */
+  e = new Float32Array(0);
   idx = new Int32Array(0);
+  readonly bins = new Float64Array(NUCLEUS_BINS);
 
   ensure(v: number): void {
     if (this.z.length < v) {
       this.z = new Float32Array(v);
+      this.e = new Float32Array(v);
       this.idx = new Int32Array(v);
     }
   }
@@ -231,21 +239,23 @@ export class Sampler {
     }
     if (argmax < 0 || m === Infinity) throw new InternalError(`sampler: logits have no finite maximum (max ${m})`);
 
+    // exp over all of V is the main cost; top-k alone needs it only for its k candidates.
+    const topK = p.topK > 0 && p.topK < V;
     let sumExp = NaN;
-    if (!greedy || p.logprobs !== null) {
+    if (p.logprobs !== null || (!greedy && !topK)) {
+      const e = this.scratch.e;
       sumExp = 0;
-      for (let i = 0; i < V; i++) sumExp += Math.exp(z[i] - m);
+      for (let i = 0; i < V; i++) sumExp += e[i] = Math.exp(z[i] - m);
       if (!(sumExp >= 1)) throw new InternalError(`sampler: logits contain NaN (sum of exp ${sumExp})`);
     }
-    const token = greedy ? argmax : this.draw(z, m, sumExp);
+    const token = greedy ? argmax : this.draw(z, m, sumExp, topK);
 
     let logprob: number | null = null;
     let topLogprobs: TokenLogprob[] | null = null;
     if (p.logprobs !== null) {
       const lse = m + Math.log(sumExp);
       logprob = z[token] - lse;
-      const n = Math.min(p.logprobs, V);
-      const top = topIndices(z, n, this.scratch.idx);
+      const top = topIndices(z, Math.min(p.logprobs, V), this.scratch.idx);
       topLogprobs = Array.from(top, (t) => ({ token: t, logprob: z[t] - lse }));
     }
     this.record(token);
@@ -263,83 +273,81 @@ export class Sampler {
     }
   }
 
-  /** Top-k → top-p → min-p over z (already tempered), then one draw. m = max z, sumExp = Σ exp(z-m). */
-  private draw(z: Float32Array, m: number, sumExp: number): number {
+  /**
+   * Top-k → top-p → min-p, then one draw. z is tempered, m = max z; e[i] = exp(z[i] − m) and
+   * sumExp = Σ e are filled unless only top-k is needed.
+   */
+  private draw(z: Float32Array, m: number, sumExp: number, topK: boolean): number {
     const p = this.params;
-    const V = z.length;
-    const idx = this.scratch.idx;
-    let cand: Int32Array; // candidate ids; best-first when `sorted`
-    let sorted = true;
-    if (p.topK > 0 && p.topK < V) {
-      cand = topIndices(z, p.topK, idx);
+    const { e, idx } = this.scratch;
+    let n = -1; // candidates idx[0..n); -1: all of V
+    if (topK) {
+      n = topIndices(z, p.topK, idx).length; // best first
+      let mass = 0;
+      for (let j = 0; j < n; j++) mass += e[idx[j]] = Math.exp(z[idx[j]] - m);
+      if (p.topP < 1) n = nucleusCut(idx, 0, n, e, 0, p.topP * mass);
     } else if (p.topP < 1) {
-      // Tokens with p < (1-top_p)/V carry < 1-top_p of the mass together, so the nucleus lies
-      // among the rest: sort only those (usually few) instead of all V.
-      const cut = m + Math.log(((1 - p.topP) * sumExp) / V);
-      let n = 0;
-      for (let i = 0; i < V; i++) if (z[i] >= cut) idx[n++] = i;
-      cand = idx.subarray(0, n);
-      sortBestFirst(z, cand);
-    } else {
-      cand = idx.subarray(0, 0); // all of V in index order, see below
-      sorted = false;
+      n = this.nucleus(z, m, sumExp);
     }
-
-    if (sorted) {
-      let n = cand.length;
-      if (p.topP < 1) {
-        // After top-k the nucleus is taken on the renormalised top-k mass; otherwise on all of V.
-        let mass = sumExp;
-        if (p.topK > 0 && p.topK < V) {
-          mass = 0;
-          for (let j = 0; j < n; j++) mass += Math.exp(z[cand[j]] - m);
-        }
-        const target = p.topP * mass;
-        let cum = 0;
-        let keep = n;
-        for (let j = 0; j < n; j++) {
-          cum += Math.exp(z[cand[j]] - m);
-          if (cum >= target) {
-            keep = j + 1;
-            break;
-          }
-        }
-        n = keep;
-      }
-      if (p.minP > 0) {
-        // p_i ≥ min_p·p_max ⇔ z_i − m ≥ log(min_p); the best token (z = m) always survives.
-        const floor = Math.log(p.minP);
-        let keep = 1;
-        while (keep < n && z[cand[keep]] - m >= floor) keep++;
-        n = keep;
-      }
-      let total = 0;
-      for (let j = 0; j < n; j++) total += Math.exp(z[cand[j]] - m);
-      const u = this.prng.next() * total;
-      let cum = 0;
-      for (let j = 0; j < n; j++) {
-        cum += Math.exp(z[cand[j]] - m);
-        if (u < cum) return cand[j];
-      }
-      return cand[n - 1];
-    }
-
-    // No top-k / top-p: draw over all V in index order (min-p as a filter), no sort needed.
-    const floor = p.minP > 0 ? Math.log(p.minP) : -Infinity;
+    // min-p: p_i ≥ min_p·p_max ⇔ e_i ≥ min_p (p_max has e = 1, so the best token always stays).
+    const floor = p.minP;
+    const count = n < 0 ? z.length : n;
     let total = 0;
-    for (let i = 0; i < V; i++) if (z[i] - m >= floor) total += Math.exp(z[i] - m);
+    for (let j = 0; j < count; j++) {
+      const w = e[n < 0 ? j : idx[j]];
+      if (w >= floor) total += w;
+    }
     const u = this.prng.next() * total;
     let cum = 0;
-    let last = 0;
-    for (let i = 0; i < V; i++) {
-      if (z[i] - m < floor) continue;
-      const w = Math.exp(z[i] - m);
-      if (w === 0) continue;
+    let last = -1;
+    for (let j = 0; j < count; j++) {
+      const id = n < 0 ? j : idx[j];
+      const w = e[id];
+      if (w < floor || w === 0) continue;
       cum += w;
-      last = i;
-      if (u < cum) return i;
+      last = id;
+      if (u < cum) return id;
     }
-    return last;
+    return last; // float rounding only
+  }
+
+  /**
+   * Top-p over all of V without sorting V: bucket tokens by z − m, find the bin where the mass
+   * (from the top) crosses top_p, take every token of the bins above it as is, and sort only that
+   * bin to place the cut. Writes the nucleus into idx and returns its size.
+   */
+  private nucleus(z: Float32Array, m: number, sumExp: number): number {
+    const { e, idx, bins } = this.scratch;
+    const V = z.length;
+    const scale = 1 / NUCLEUS_BIN_WIDTH;
+    const binOf = (i: number): number => {
+      const d = (m - z[i]) * scale; // -inf logits give Infinity: last bin
+      return d < NUCLEUS_BINS - 1 ? d | 0 : NUCLEUS_BINS - 1;
+    };
+    bins.fill(0);
+    for (let i = 0; i < V; i++) bins[binOf(i)] += e[i];
+    const target = this.params.topP * sumExp;
+    let above = 0;
+    let B = NUCLEUS_BINS - 1;
+    for (let b = 0; b < NUCLEUS_BINS; b++) {
+      if (above + bins[b] >= target) {
+        B = b;
+        break;
+      }
+      above += bins[b];
+    }
+    // Bins above B from the front (index order), bin B from the back, then moved next to them.
+    let a = 0;
+    let back = V;
+    for (let i = 0; i < V; i++) {
+      const b = binOf(i);
+      if (b < B) idx[a++] = i;
+      else if (b === B) idx[--back] = i;
+    }
+    const c = V - back;
+    idx.copyWithin(a, back, V);
+    sortBestFirst(z, idx.subarray(a, a + c));
+    return nucleusCut(idx, a, a + c, e, above, target);
   }
 
   private record(token: number): void {
@@ -395,6 +403,18 @@ export function topIndices(z: Float32Array, k: number, out: Int32Array = new Int
   }
   sortBestFirst(z, heap);
   return heap;
+}
+
+/**
+ * idx[from..to) is best first and `cum` the mass before it: returns the end of the smallest prefix
+ * whose cumulative mass reaches target (at least one token past `from`; all if rounding falls short).
+ */
+function nucleusCut(idx: Int32Array, from: number, to: number, e: Float32Array, cum: number, target: number): number {
+  for (let j = from; j < to; j++) {
+    cum += e[idx[j]];
+    if (cum >= target) return j + 1;
+  }
+  return to;
 }
 
 function sortBestFirst(z: Float32Array, ids: Int32Array): void {

@@ -161,7 +161,7 @@ export async function loadTokenizer(dir: string): Promise<Tokenizer> {
     templateFile = join(dir, 'chat_template.jinja');
     template = await readOptionalText(templateFile);
   }
-  return tokenizerFromJson(tokJson as Record<string, unknown>, config, template, tokFile, templateFile);
+  return tokenizerFromJson(tokJson, config, template, tokFile, templateFile);
 }
 
 /** Builds a Tokenizer from already-parsed JSON (tests, embedded models). */

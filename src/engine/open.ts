@@ -1,0 +1,82 @@
+/** Build a ready engine from a model directory: weights, tokenizer, cache sized to the budget. */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Backend } from '../backend/backend.js';
+import { HybridCache } from '../cache/hybrid-cache.js';
+import type { Compat } from '../model/config.js';
+import { Model } from '../model/forward.js';
+import { loadModelDir, type LoadedModel } from '../model/load.js';
+import { loadTokenizer, type Tokenizer } from '../tokenizer/tokenizer.js';
+import { ModelLoadError } from '../util/errors.js';
+import { Engine } from './engine.js';
+
+export interface OpenOptions {
+  readonly compat?: Compat;
+  /** Tokens per forward step (prefill chunk + decodes). */
+  readonly maxBatchTokens?: number;
+  /** Concurrent sequences (lightning state slots). */
+  readonly maxSeqs?: number;
+  /** Context length; default min(max_position_embeddings, 4096). */
+  readonly maxModelLen?: number;
+  /** Latent-cache tokens over all sequences; default maxSeqs × maxModelLen. */
+  readonly cacheTokens?: number;
+  readonly blockSize?: number;
+  readonly seed?: number;
+}
+
+export interface OpenedModel {
+  readonly loaded: LoadedModel;
+  readonly tokenizer: Tokenizer;
+  readonly engine: Engine;
+  readonly eosIds: readonly number[];
+  readonly maxModelLen: number;
+}
+
+/** eos ids from generation_config.json (optional file), merged with config and tokenizer ones. */
+export function generationEosIds(dir: string): number[] {
+  const file = join(dir, 'generation_config.json');
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return [];
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new ModelLoadError(`invalid JSON: ${(e as Error).message}`, file);
+  }
+  const eos = (raw as { eos_token_id?: unknown }).eos_token_id;
+  if (typeof eos === 'number') return [eos];
+  if (Array.isArray(eos)) return eos.filter((x): x is number => typeof x === 'number');
+  return [];
+}
+
+export async function openModel(dir: string, be: Backend, opts: OpenOptions = {}): Promise<OpenedModel> {
+  const tokenizer = await loadTokenizer(dir);
+  const loaded = loadModelDir(dir, be, opts.compat ?? 'default');
+  const c = loaded.spec.config;
+  const maxModelLen = opts.maxModelLen ?? Math.min(c.max_position_embeddings, 4096);
+  const maxSeqs = opts.maxSeqs ?? 8;
+  const blockSize = opts.blockSize ?? 16;
+  const maxBatchTokens = opts.maxBatchTokens ?? 256;
+  const cacheTokens = opts.cacheTokens ?? maxSeqs * maxModelLen;
+  const model = new Model(be, loaded.spec, loaded.weights, maxBatchTokens, Math.min(maxSeqs, maxBatchTokens), blockSize);
+  const cache = new HybridCache(
+    be,
+    {
+      lightningLayers: loaded.spec.layers.filter((l) => l.mixer === 'lightning').map((l) => l.index),
+      mlaLayers: loaded.spec.layers.filter((l) => l.mixer === 'mla').map((l) => l.index),
+      nHeads: c.num_attention_heads,
+      headDim: c.head_dim,
+      latentWidth: c.kv_lora_rank + c.qk_rope_head_dim,
+    },
+    { maxSeqs, numBlocks: Math.ceil(cacheTokens / blockSize), blockSize },
+  );
+  const eos = new Set<number>([...c.eos_token_id, ...generationEosIds(dir)]);
+  if (tokenizer.specialIds.eos !== null) eos.add(tokenizer.specialIds.eos);
+  const eosIds = [...eos];
+  const engine = new Engine(model, cache, tokenizer, { maxModelLen, eosIds, seed: opts.seed });
+  return { loaded, tokenizer, engine, eosIds, maxModelLen };
+}
