@@ -192,7 +192,11 @@ test('chunked prefill: maxBatchTokens 8 gives the same greedy tokens as 256 (60-
 
 test('preemption: a cache too small for all requests still completes them with the same tokens', async () => {
   const prompts = [20, 18, 25, 12, 30].map((n, i) => randomIds(n, 200 + i));
-  const reqs = prompts.map((p) => ({ promptIds: p, params: greedy(20) }));
+  // Request 2 samples (seeded): a preempted request keeps its tokens and its Prng, so it too is unchanged.
+  const reqs = prompts.map((p, i) => ({
+    promptIds: p,
+    params: i === 2 ? resolveSamplingParams({ temperature: 1, seed: 11, maxTokens: 20, ignoreEos: true }) : greedy(20),
+  }));
   const big = await withModel({}, async (m) => {
     const r = await runAll(m.engine, reqs);
     assert.equal(m.engine.preemptions, 0);
@@ -225,5 +229,15 @@ test('invalid requests: empty prompt, prompt not shorter than the context, out-o
       assert.equal(r.finishReason, 'length');
       assert.equal(r.tokenIds.length, 1);
     });
+  });
+});
+
+test('a request that could not fit the whole cache on its own is refused up front', async () => {
+  await withModel({ cacheTokens: 32 }, (m) => {
+    assert.throws(
+      () => void m.engine.submit({ promptIds: randomIds(20, 3), params: greedy(40, { ignoreEos: true }) }),
+      (e: unknown) => e instanceof InvalidRequestError && /exceeds the cache \(32 tokens\)/.test(e.message),
+    );
+    assert.equal(m.engine.pending, 0);
   });
 });

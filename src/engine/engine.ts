@@ -95,6 +95,10 @@ export class Engine {
       throw new InvalidRequestError(`the prompt has ${req.promptIds.length} tokens; the context is ${this.opts.maxModelLen}`, 'prompt');
     const V = this.model.spec.config.vocab_size;
     for (const t of req.promptIds) if (!Number.isInteger(t) || t < 0 || t >= V) throw new InvalidRequestError(`token id ${t} is outside [0, ${V})`, 'prompt');
+    // A request must fit the whole cache on its own, or preemption could never make room for it.
+    const longest = Math.min(this.opts.maxModelLen, req.promptIds.length + (req.params.maxTokens ?? Infinity));
+    if (this.cache.blocksFor(longest) > this.cache.opts.numBlocks)
+      throw new InvalidRequestError(`prompt + max_tokens (${longest} tokens) exceeds the cache (${this.cache.opts.numBlocks * this.cache.blockSize} tokens)`, 'max_tokens');
     return new Promise((resolve) => {
       const sampler = new Sampler(req.params, { promptIds: req.promptIds, fallbackSeed: this.seeds.nextU32(), scratch: this.scratch });
       const decoder = new StreamDecoder(this.tokenizer, { promptIds: req.promptIds, skipSpecialTokens: true });
@@ -137,8 +141,8 @@ export class Engine {
       used += len;
     }
     if (parts.length === 0) {
-      assert(this.running.length > 0 || this.waiting.length === 0, 'no progress possible: cache too small for one request');
-      if (this.waiting.length > 0 && this.running.length === 0) throw new InvalidRequestError('the cache cannot hold this request; raise the cache size', 'prompt');
+      // submit() guarantees a lone request fits the cache, so an idle step with work queued is a bug.
+      assert(this.waiting.length === 0, 'no progress possible with requests waiting');
       return 0;
     }
 

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { Backend } from '../backend/backend.js';
 import { HybridCache } from '../cache/hybrid-cache.js';
 import type { Compat } from '../model/config.js';
+import { cacheGeometry } from '../model/cache-spec.js';
 import { Model } from '../model/forward.js';
 import { loadModelDir, type LoadedModel } from '../model/load.js';
 import { loadTokenizer, type Tokenizer } from '../tokenizer/tokenizer.js';
@@ -65,13 +66,7 @@ export async function openModel(dir: string, be: Backend, opts: OpenOptions = {}
   const model = new Model(be, loaded.spec, loaded.weights, maxBatchTokens, Math.min(maxSeqs, maxBatchTokens), blockSize);
   const cache = new HybridCache(
     be,
-    {
-      lightningLayers: loaded.spec.layers.filter((l) => l.mixer === 'lightning').map((l) => l.index),
-      mlaLayers: loaded.spec.layers.filter((l) => l.mixer === 'mla').map((l) => l.index),
-      nHeads: c.num_attention_heads,
-      headDim: c.head_dim,
-      latentWidth: c.kv_lora_rank + c.qk_rope_head_dim,
-    },
+    cacheGeometry(loaded.spec),
     { maxSeqs, numBlocks: Math.ceil(cacheTokens / blockSize), blockSize },
   );
   const eos = new Set<number>([...c.eos_token_id, ...generationEosIds(dir)]);

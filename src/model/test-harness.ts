@@ -3,6 +3,7 @@ import type { Backend } from '../backend/backend.js';
 import { CacheSeq, HybridCache } from '../cache/hybrid-cache.js';
 import { toF64 } from '../tensor/tensor.js';
 import type { Compat } from './config.js';
+import { cacheGeometry } from './cache-spec.js';
 import { Model } from './forward.js';
 import { loadModelDir } from './load.js';
 
@@ -14,16 +15,9 @@ export interface Harness {
 export function harness(dir: string, be: Backend, compat: Compat = 'default', maxTokens = 512, blockSize = 16): Harness {
   const { spec, weights } = loadModelDir(dir, be, compat);
   const model = new Model(be, spec, weights, maxTokens, maxTokens, blockSize);
-  const c = spec.config;
   const cache = new HybridCache(
     be,
-    {
-      lightningLayers: spec.layers.filter((l) => l.mixer === 'lightning').map((l) => l.index),
-      mlaLayers: spec.layers.filter((l) => l.mixer === 'mla').map((l) => l.index),
-      nHeads: c.num_attention_heads,
-      headDim: c.head_dim,
-      latentWidth: c.kv_lora_rank + c.qk_rope_head_dim,
-    },
+    cacheGeometry(spec),
     { maxSeqs: 8, numBlocks: Math.ceil((8 * 1024) / blockSize), blockSize },
   );
   return { model, cache };

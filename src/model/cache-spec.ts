@@ -1,0 +1,14 @@
+/** The hybrid cache this model needs: which layers hold lightning states and which MLA latents. */
+import type { CacheGeometry } from '../cache/hybrid-cache.js';
+import type { ModelSpec } from './config.js';
+
+export function cacheGeometry(spec: ModelSpec): CacheGeometry {
+  const c = spec.config;
+  return {
+    lightningLayers: spec.layers.filter((l) => l.mixer === 'lightning').map((l) => l.index),
+    mlaLayers: spec.layers.filter((l) => l.mixer === 'mla').map((l) => l.index),
+    nHeads: c.num_attention_heads,
+    headDim: c.head_dim,
+    latentWidth: c.kv_lora_rank + c.qk_rope_head_dim,
+  };
+}
