@@ -79,7 +79,7 @@ function randomWeightBytes(dtype: 'f32' | 'bf16', n: number, rng: Prng): Uint8Ar
 }
 
 function runCase(be: CpuBackend, c: Case, wBytes: Uint8Array, rng: Prng): CaseResult {
-  const w = be.loadWeight({ dtype: c.dtype, shape: [c.N, c.K], bytes: wBytes }, 'matrix');
+  const w = be.loadWeight({ dtype: c.dtype, shape: [c.N, c.K], parts: [wBytes] }, 'matrix');
   const x = be.alloc('f32', [c.T, c.K]);
   be.upload(x, Float64Array.from({ length: c.T * c.K }, () => rng.next() - 0.5));
   const out = be.alloc('f32', [c.T, c.N]);

@@ -8,11 +8,14 @@ import type { Dtype, HostArray, Tensor } from '../tensor/tensor.js';
 
 export type BackendName = 'cpu' | 'reference' | 'cuda';
 
-/** Source of a weight: raw little-endian bytes of a checkpoint tensor. */
+/**
+ * Source of a weight: raw little-endian bytes of checkpoint tensors, concatenated along dim 0
+ * (one part, or several when gate/up or experts are stacked; no part is over 2 GiB).
+ */
 export interface WeightSource {
   readonly dtype: 'f32' | 'bf16' | 'f16';
   readonly shape: readonly number[];
-  readonly bytes: Uint8Array;
+  readonly parts: readonly Uint8Array[];
 }
 
 /**

@@ -125,7 +125,7 @@ class WeightReader {
     this.used.add(name);
     const dtype = this.check(name, shape);
     if (!dtype) return null;
-    return this.be.loadWeight({ dtype, shape, bytes: this.src.read(name) }, use);
+    return this.be.loadWeight({ dtype, shape, parts: [this.src.read(name)] }, use);
   }
 
   /** Several tensors concatenated along dim 0 (gate+up stacking, per-expert stacking). */
@@ -153,14 +153,8 @@ class WeightReader {
     }
     if (!ok || dtype === null) return null;
     const rows = parts.reduce((a, p) => a + p.shape[0], 0);
-    const total = bufs.reduce((a, b) => a + b.byteLength, 0);
-    const bytes = new Uint8Array(total);
-    let off = 0;
-    for (const b of bufs) {
-      bytes.set(b, off);
-      off += b.byteLength;
-    }
-    return this.be.loadWeight({ dtype, shape: [rows, ...parts[0].shape.slice(1)], bytes }, use);
+    // Parts go to the backend as they are: no single host buffer for a whole stacked tensor.
+    return this.be.loadWeight({ dtype, shape: [rows, ...parts[0].shape.slice(1)], parts: bufs }, use);
   }
 }
 

@@ -72,21 +72,24 @@ export class CpuBackend implements Backend {
 
   loadWeight(src: WeightSource, use: WeightUse): Tensor {
     const n = src.shape.reduce((a, b) => a * b, 1);
-    assert(src.bytes.byteLength === n * (src.dtype === 'f32' ? 4 : 2), () => `weight bytes ${src.bytes.byteLength} for ${src.dtype}[${src.shape.join(', ')}]`);
-    if (src.dtype === 'bf16' && use === 'matrix' && this.keepBf16) {
-      const t = this.alloc('bf16', src.shape);
-      new Uint8Array((t.storage as { data: Uint16Array }).data.buffer).set(src.bytes);
-      return t;
-    }
-    const t = this.alloc('f32', src.shape);
-    const dst = (t.storage as { data: Float32Array }).data;
-    if (src.dtype === 'f32') new Uint8Array(dst.buffer).set(src.bytes);
-    else {
-      const u16 = new Uint16Array(src.bytes.buffer, src.bytes.byteOffset, n);
-      if (src.dtype === 'bf16') {
-        const d32 = new Uint32Array(dst.buffer);
-        for (let i = 0; i < n; i++) d32[i] = u16[i] << 16;
-      } else for (let i = 0; i < n; i++) dst[i] = f16ToF32(u16[i]);
+    const bytes = src.parts.reduce((a, p) => a + p.byteLength, 0);
+    assert(bytes === n * (src.dtype === 'f32' ? 4 : 2), () => `weight bytes ${bytes} for ${src.dtype}[${src.shape.join(', ')}]`);
+    const keep = src.dtype === 'f32' || (src.dtype === 'bf16' && use === 'matrix' && this.keepBf16);
+    const t = this.alloc(keep ? src.dtype : 'f32', src.shape);
+    const data = (t.storage as { data: Float32Array | Uint16Array }).data;
+    let at = 0; // element offset of the current part
+    for (const part of src.parts) {
+      const count = part.byteLength / (src.dtype === 'f32' ? 4 : 2);
+      if (keep) new Uint8Array(data.buffer).set(part, at * data.BYTES_PER_ELEMENT);
+      else {
+        // bf16/f16 widened to f32; copy the part so the u16 view is aligned.
+        const u16 = new Uint16Array(part.slice().buffer, 0, count);
+        if (src.dtype === 'bf16') {
+          const d32 = new Uint32Array(data.buffer);
+          for (let i = 0; i < count; i++) d32[at + i] = u16[i] << 16;
+        } else for (let i = 0; i < count; i++) data[at + i] = f16ToF32(u16[i]);
+      }
+      at += count;
     }
     return t;
   }

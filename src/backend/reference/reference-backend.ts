@@ -50,15 +50,23 @@ export class ReferenceBackend implements Backend {
   }
 
   loadWeight(src: WeightSource): Tensor {
-    const n = src.shape.reduce((a, b) => a * b, 1);
     const t = this.alloc('f64', src.shape);
     const d = (t.storage as { data: Float64Array }).data;
-    if (src.dtype === 'f32') d.set(new Float32Array(src.bytes.slice().buffer, 0, n));
-    else {
-      const u16 = new Uint16Array(src.bytes.slice().buffer, 0, n);
-      const conv = src.dtype === 'bf16' ? bf16ToF32 : f16ToF32;
-      for (let i = 0; i < n; i++) d[i] = conv(u16[i]);
+    let at = 0;
+    for (const part of src.parts) {
+      const buf = part.slice().buffer;
+      if (src.dtype === 'f32') {
+        const v = new Float32Array(buf);
+        d.set(v, at);
+        at += v.length;
+      } else {
+        const u16 = new Uint16Array(buf);
+        const conv = src.dtype === 'bf16' ? bf16ToF32 : f16ToF32;
+        for (let i = 0; i < u16.length; i++) d[at + i] = conv(u16[i]);
+        at += u16.length;
+      }
     }
+    assert(at === t.numel, () => `weight of ${at} values for [${src.shape.join(', ')}]`);
     return t;
   }
 
