@@ -10,11 +10,12 @@ import type { WorkerJob } from './worker-job.js';
 
 const GEN = 0;
 const PENDING = 1;
+const FAILED = 2;
 
 export class ThreadPool {
   private readonly workers: Worker[] = [];
   private readonly ports: MessagePort[] = [];
-  private readonly ctrl = new Int32Array(new SharedArrayBuffer(8));
+  private readonly ctrl = new Int32Array(new SharedArrayBuffer(12));
   private disposed = false;
 
   /** threads counts the calling thread: threads = 1 means no workers. */
@@ -55,6 +56,7 @@ export class ThreadPool {
         if (p === 0) break;
         Atomics.wait(this.ctrl, PENDING, p);
       }
+      assert(Atomics.exchange(this.ctrl, FAILED, 0) === 0, 'a CPU worker thread failed its job slice');
     }
   }
 

@@ -1,16 +1,18 @@
 import { matmulRange } from '../../ops/matmul/cpu.js';
 import type { WorkerJob } from './worker-job.js';
 
-/** Per-thread scratch, grown on demand (one row of widened bf16 weights). */
-let scratch = new Float32Array(1024);
+/** Per-thread scratch owned by the worker loop (one widened bf16 weight row), grown on demand. */
+export interface JobScratch {
+  row: Float32Array;
+}
 
-export function runJob(job: WorkerJob): void {
+export function runJob(job: WorkerJob, scratch: JobScratch): void {
   switch (job.kind) {
     case 'noop':
       return;
     case 'matmul':
-      if (scratch.length < job.args.K) scratch = new Float32Array(job.args.K);
-      matmulRange(job.args, job.n0, job.n1, scratch);
+      if (scratch.row.length < job.args.K) scratch.row = new Float32Array(job.args.K);
+      matmulRange(job.args, job.n0, job.n1, scratch.row);
       return;
   }
 }
