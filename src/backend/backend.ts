@@ -2,7 +2,7 @@
  * The Backend interface: memory (alloc / upload / download / sync / dispose) plus the op table.
  * Ops are destination-passing, outputs first, and never allocate tensors visible to the caller.
  * Shape glossary (DESIGN §3): T tokens, C hidden, H heads, D head dim, Dn/Dr MLA nope/rope dims,
- * L kv_lora_rank, E experts, K experts per token, F FFN width, V vocab.
+ * L kv_lora_rank, E experts, K experts per token, F FFN width, V vocab, KVH key/value heads (GQA).
  */
 import type { Dtype, HostArray, Tensor } from '../tensor/tensor.js';
 
@@ -75,6 +75,19 @@ export interface MlaSeq {
   readonly ctxStart: number;
 }
 
+export interface GqaParams {
+  readonly nHeads: number; // H query heads
+  readonly nKvHeads: number; // KVH; query head h reads KV head floor(h / (H/KVH))
+  readonly headDim: number; // D
+  /** Softmax scale (D^-0.5). */
+  readonly scale: number;
+  /** Tokens per KV-cache block. */
+  readonly blockSize: number;
+}
+
+/** One sequence's view of a paged GQA KV cache (same paging as the MLA latent cache). */
+export type KvSeq = MlaSeq;
+
 export interface RouterParams {
   readonly nExperts: number; // E
   readonly topK: number; // K
@@ -132,6 +145,13 @@ export interface Ops {
   mlaPrefillExpanded(out: Tensor, q: Tensor, cache: Tensor, kvB: Tensor, seq: MlaSeq, p: MlaParams): void;
   /** Same contract as mlaPrefillExpanded, absorbed form (decode): W_UK folded into q, W_UV applied after. */
   mlaDecodeAbsorbed(out: Tensor, q: Tensor, cache: Tensor, kvB: Tensor, seq: MlaSeq, p: MlaParams): void;
+  /** Write n tokens' k, v [n, KVH·D] of one sequence at positions ctxStart.. into cache [rows, 2·KVH·D] (row = [k | v]). */
+  gqaCacheWrite(cache: Tensor, k: Tensor, v: Tensor, seq: KvSeq, p: GqaParams): void;
+  /**
+   * Causal softmax attention of one sequence over its paged KV cache: q [n, H·D] (rope applied),
+   * cache holds ctxStart+n tokens; out [n, H·D]. Query i attends to tokens ≤ ctxStart+i.
+   */
+  gqaAttention(out: Tensor, q: Tensor, cache: Tensor, seq: KvSeq, p: GqaParams): void;
   /**
    * MoE router: logits [T,E] (fp32), bias [E] or null (selection only) → ids [T,K] i32 and
    * weights [T,K] (renormalised per p, times routedScalingFactor).

@@ -9,6 +9,7 @@ import { f16ToF32 } from '../../util/numeric.js';
 import type { Backend, Ops, WeightSource, WeightUse } from '../backend.js';
 import { cpuEmbedding } from '../../ops/embedding/cpu.js';
 import { cpuAdd, cpuGatherRows, cpuRoundBf16, cpuSilu, cpuSiluMul } from '../../ops/elementwise/cpu.js';
+import { cpuGqaAttention, cpuGqaCacheWrite } from '../../ops/gqa/cpu.js';
 import { cpuGroupRmsnormGate } from '../../ops/group-norm-gate/cpu.js';
 import { cpuLightningDecode, cpuLightningPrefill } from '../../ops/lightning/cpu.js';
 import { cpuMatmul } from '../../ops/matmul/pooled.js';
@@ -60,6 +61,8 @@ export class CpuBackend implements Backend {
       mlaCacheWrite: cpuMlaCacheWrite,
       mlaPrefillExpanded: (out, q, cache, kvB, seq, p) => cpuMlaPrefillExpanded(ctx, out, q, cache, kvB, seq, p),
       mlaDecodeAbsorbed: (out, q, cache, kvB, seq, p) => cpuMlaDecodeAbsorbed(ctx, out, q, cache, kvB, seq, p),
+      gqaCacheWrite: cpuGqaCacheWrite,
+      gqaAttention: (out, q, cache, seq, p) => cpuGqaAttention(ctx, out, q, cache, seq, p),
       moeRoute: cpuMoeRoute,
       moeExperts: (out, x, ids, weights, w13, w2, ffn) => cpuMoeExperts(ctx, out, x, ids, weights, w13, w2, ffn),
     };

@@ -9,6 +9,7 @@ import { bf16ToF32, f16ToF32 } from '../../util/numeric.js';
 import type { Backend, Ops, WeightSource } from '../backend.js';
 import { refEmbedding } from '../../ops/embedding/embedding.js';
 import { refAdd, refGatherRows, refRoundBf16, refSilu, refSiluMul } from '../../ops/elementwise/elementwise.js';
+import { refGqaAttention, refGqaCacheWrite } from '../../ops/gqa/gqa.js';
 import { refGroupRmsnormGate } from '../../ops/group-norm-gate/group-norm-gate.js';
 import { refLightningDecode, refLightningPrefill } from '../../ops/lightning/lightning.js';
 import { refMatmul } from '../../ops/matmul/matmul.js';
@@ -35,6 +36,8 @@ export const referenceOps: Ops = {
   mlaCacheWrite: refMlaCacheWrite,
   mlaPrefillExpanded: refMlaPrefillExpanded,
   mlaDecodeAbsorbed: refMlaDecodeAbsorbed,
+  gqaCacheWrite: refGqaCacheWrite,
+  gqaAttention: refGqaAttention,
   moeRoute: refMoeRoute,
   moeExperts: refMoeExperts,
 };
