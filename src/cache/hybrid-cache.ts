@@ -1,8 +1,9 @@
 /**
  * Hybrid cache (CPU-side bookkeeping, storage on the backend): one fixed pool of lightning state
- * slots ([slots, H, D, D] per linear layer, fp32) and a paged pool of MLA latent rows
- * ([blocks·blockSize, kv_lora_rank + qk_rope_head_dim] per MLA layer). A sequence owns one slot
- * and a block table; everything returns to the pools when it is freed.
+ * slots ([slots, H, D, D] per linear layer, fp32) and paged pools of per-token rows sharing one
+ * block table: MLA latents ([blocks·blockSize, kv_lora_rank + qk_rope_head_dim] per MLA layer)
+ * and GQA keys/values ([blocks·blockSize, 2·KVH·D] per GQA layer). A sequence owns one slot and
+ * a block table; everything returns to the pools when it is freed.
  */
 import type { Backend } from '../backend/backend.js';
 import type { Tensor } from '../tensor/tensor.js';
@@ -15,6 +16,9 @@ export interface CacheGeometry {
   readonly headDim: number;
   /** kv_lora_rank + qk_rope_head_dim */
   readonly latentWidth: number;
+  /** GQA full-attention layers (Ring-linear) and their row width 2·KVH·D ([k | v]); absent: none. */
+  readonly gqaLayers?: readonly number[];
+  readonly kvWidth?: number;
 }
 
 export interface CacheOptions {
@@ -42,6 +46,8 @@ export class HybridCache {
   /** Per layer index: its state pool (lightning) or latent pool (MLA). */
   readonly states = new Map<number, Tensor>();
   readonly latents = new Map<number, Tensor>();
+  /** Per GQA layer index: its paged [k | v] pool. */
+  readonly kv = new Map<number, Tensor>();
   private readonly freeSlots: number[];
   private readonly freeBlockList: number[];
   private readonly live = new Map<number, CacheSeq>();
@@ -56,6 +62,7 @@ export class HybridCache {
     const { nHeads: H, headDim: D } = geom;
     for (const l of geom.lightningLayers) this.states.set(l, be.alloc('f32', [opts.maxSeqs, H, D, D]));
     for (const l of geom.mlaLayers) this.latents.set(l, be.alloc(be.actDtype, [opts.numBlocks * opts.blockSize, geom.latentWidth]));
+    for (const l of geom.gqaLayers ?? []) this.kv.set(l, be.alloc(be.actDtype, [opts.numBlocks * opts.blockSize, geom.kvWidth ?? 0]));
     this.freeSlots = Array.from({ length: opts.maxSeqs }, (_, i) => opts.maxSeqs - 1 - i);
     this.freeBlockList = Array.from({ length: opts.numBlocks }, (_, i) => opts.numBlocks - 1 - i);
   }
@@ -73,9 +80,9 @@ export class HybridCache {
     return this.live.size;
   }
 
-  /** Blocks needed to hold `tokens` tokens (0 when the model has no MLA layer). */
+  /** Blocks needed to hold `tokens` tokens (0 when the model has no paged (MLA or GQA) layer). */
   blocksFor(tokens: number): number {
-    return this.geom.mlaLayers.length === 0 ? 0 : Math.ceil(tokens / this.opts.blockSize);
+    return this.geom.mlaLayers.length + (this.geom.gqaLayers?.length ?? 0) === 0 ? 0 : Math.ceil(tokens / this.opts.blockSize);
   }
 
   /** A new sequence with a zeroed state slot, or null when no slot is free. */
@@ -105,10 +112,10 @@ export class HybridCache {
     seq.length = 0;
   }
 
-  /** Bytes of cache per token (MLA latent) and per sequence (lightning states). */
+  /** Bytes of cache per token (MLA latent, GQA k/v) and per sequence (lightning states). */
   static bytes(geom: CacheGeometry, actBytes: number): { perToken: number; perSeq: number } {
     return {
-      perToken: geom.mlaLayers.length * geom.latentWidth * actBytes,
+      perToken: (geom.mlaLayers.length * geom.latentWidth + (geom.gqaLayers?.length ?? 0) * (geom.kvWidth ?? 0)) * actBytes,
       perSeq: geom.lightningLayers.length * geom.nHeads * geom.headDim * geom.headDim * 4,
     };
   }

@@ -14,8 +14,8 @@ export interface Activations {
   readonly residual: Tensor; // [T, C]
   readonly mix: Tensor; // [T, C] mixer / FFN output
   readonly q: Tensor; // [T, max(H·D, H·(Dn+Dr))]
-  readonly k: Tensor; // [T, H·D]
-  readonly v: Tensor; // [T, H·D]
+  readonly k: Tensor; // [T, H·D] (GQA: [T, KVH·D])
+  readonly v: Tensor; // [T, H·D] (GQA: [T, KVH·D])
   readonly g: Tensor; // [T, H·D]
   readonly o: Tensor; // [T, max(H·D, H·Dv)]
   readonly o2: Tensor; // [T, H·D]
@@ -38,13 +38,15 @@ export function allocActivations(be: Backend, spec: ModelSpec, maxTokens: number
   const C = c.hidden_size, HD = c.num_attention_heads * c.head_dim, H = c.num_attention_heads;
   const hasMla = spec.layers.some((l) => l.mixer === 'mla');
   const hasLin = spec.layers.some((l) => l.mixer === 'lightning');
-  const qW = Math.max(hasLin ? HD : 0, hasMla ? H * (c.qk_nope_head_dim + c.qk_rope_head_dim) : 0);
-  const oW = Math.max(hasLin ? HD : 0, hasMla ? H * c.v_head_dim : 0);
+  const hasGqa = spec.layers.some((l) => l.mixer === 'gqa');
+  const qW = Math.max(hasLin || hasGqa ? HD : 0, hasMla ? H * (c.qk_nope_head_dim + c.qk_rope_head_dim) : 0);
+  const oW = Math.max(hasLin || hasGqa ? HD : 0, hasMla ? H * c.v_head_dim : 0);
   const dense = spec.layers.some((l) => l.ffn === 'dense') ? (c.intermediate_size ?? 0) : 0;
   const moe = spec.layers.some((l) => l.ffn === 'moe');
   const F = Math.max(dense, moe ? spec.sharedFfn : 0, 1);
   const T = maxTokens;
   const lin = hasLin ? HD : 1;
+  const kvW = Math.max(lin, hasGqa ? c.num_key_value_heads * c.head_dim : 1);
   return {
     maxTokens,
     maxSample,
@@ -52,8 +54,8 @@ export function allocActivations(be: Backend, spec: ModelSpec, maxTokens: number
     residual: be.alloc(a, [T * C]),
     mix: be.alloc(a, [T * C]),
     q: be.alloc(a, [T * qW]),
-    k: be.alloc(a, [T * lin]),
-    v: be.alloc(a, [T * lin]),
+    k: be.alloc(a, [T * kvW]),
+    v: be.alloc(a, [T * kvW]),
     g: be.alloc(a, [T * lin]),
     o: be.alloc(a, [T * oW]),
     o2: be.alloc(a, [T * lin]),

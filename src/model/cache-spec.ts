@@ -1,4 +1,4 @@
-/** The hybrid cache this model needs: which layers hold lightning states and which MLA latents. */
+/** The hybrid cache this model needs: which layers hold lightning states, MLA latents or GQA k/v. */
 import type { CacheGeometry } from '../cache/hybrid-cache.js';
 import type { ModelSpec } from './config.js';
 
@@ -10,5 +10,7 @@ export function cacheGeometry(spec: ModelSpec): CacheGeometry {
     nHeads: c.num_attention_heads,
     headDim: c.head_dim,
     latentWidth: c.kv_lora_rank + c.qk_rope_head_dim,
+    gqaLayers: spec.layers.filter((l) => l.mixer === 'gqa').map((l) => l.index),
+    kvWidth: 2 * c.num_key_value_heads * c.head_dim,
   };
 }

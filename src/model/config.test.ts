@@ -43,7 +43,7 @@ test('validation errors name the field, expected and found', () => {
   rejects({ score_function: 'sigmoid', moe_router_enable_expert_bias: false }, 'score_function', /expected/);
   rejects({ score_function: 'relu' }, 'score_function', /"sigmoid" or "softmax"/);
   rejects({ architectures: ['LlamaForCausalLM'], model_type: 'llama' }, 'architectures', /unsupported architecture/);
-  rejects({ architectures: ['BailingMoeLinearV2ForCausalLM'], model_type: 'bailing_moe_linear' }, 'architectures', /unsupported|not supported/);
+  rejects({ architectures: ['BailingMoeLinearV2ForCausalLM'], model_type: 'bailing_moe_linear', num_key_value_heads: 3 }, 'num_key_value_heads', /not a multiple/);
   rejects({ hidden_size: undefined }, 'hidden_size', /required field "hidden_size" is missing/);
   rejects({ num_experts: undefined }, 'num_experts', /missing/);
   rejects({ hidden_size: 'big' }, 'hidden_size', /expected a number/);

@@ -1,6 +1,7 @@
 /**
- * config.json of BailingMoeV2_5ForCausalLM (model_type "bailing_hybrid") and of the transformers
- * port (model_type "bailing2_5_moe"). Field names are the HF keys verbatim; defaults follow
+ * config.json of BailingMoeV2_5ForCausalLM (model_type "bailing_hybrid"), of the transformers
+ * port (model_type "bailing2_5_moe") and of Ring-linear-2.0 (BailingMoeLinearV2ForCausalLM,
+ * model_type "bailing_moe_linear": GQA full attention, docs/ring-linear.md). Field names are the HF keys verbatim; defaults follow
  * spec §2. Everything the forward pass needs is derived here once (layer plan, slopes, RoPE).
  */
 import { readFileSync } from 'node:fs';
@@ -48,6 +49,8 @@ export interface BailingConfig {
   readonly intermediate_size: number | null;
   readonly num_hidden_layers: number;
   readonly num_attention_heads: number;
+  /** KV heads of GQA full-attention layers (default num_attention_heads); lightning layers are MHA. */
+  readonly num_key_value_heads: number;
   readonly head_dim: number;
   readonly layer_group_size: number;
   readonly group_norm_size: number;
@@ -85,9 +88,11 @@ export interface BailingConfig {
   readonly bos_token_id: number | null;
   /** transformers port only: explicit per-layer mixer list. */
   readonly layer_types: readonly ('full_attention' | 'linear_attention')[] | null;
+  /** Full-attention layers: MLA (v2.5) or grouped-query softmax attention (Ring-linear-2.0; SGLang's key). */
+  readonly full_attention_type: 'mla' | 'gqa';
 }
 
-export type MixerKind = 'lightning' | 'mla';
+export type MixerKind = 'lightning' | 'mla' | 'gqa';
 export type FfnKind = 'dense' | 'moe';
 
 export interface LayerPlan {
@@ -109,12 +114,16 @@ export interface ModelSpec {
   readonly linearInvFreq: Float64Array;
   /** GPT-J RoPE of the MLA layers over qk_rope_head_dim. */
   readonly mlaInvFreq: Float64Array;
+  /** NeoX partial RoPE of the GQA layers over int(head_dim · partial_rotary_factor) dims (always on). */
+  readonly gqaRotaryDim: number;
+  readonly gqaInvFreq: Float64Array;
   /** Shared-expert width: (moe_shared_expert_intermediate_size ?? moe_intermediate_size) × num_shared_experts. */
   readonly sharedFfn: number;
 }
 
-const ARCHS = new Set(['BailingMoeV2_5ForCausalLM']);
-const MODEL_TYPES: Record<string, Naming> = { bailing_hybrid: 'bailing', bailing2_5_moe: 'transformers' };
+const RING_LINEAR = 'BailingMoeLinearV2ForCausalLM';
+const ARCHS = new Set(['BailingMoeV2_5ForCausalLM', RING_LINEAR]);
+const MODEL_TYPES: Record<string, Naming> = { bailing_hybrid: 'bailing', bailing2_5_moe: 'transformers', bailing_moe_linear: 'bailing' };
 
 type Json = Record<string, unknown>;
 
@@ -171,10 +180,13 @@ export function parseConfig(raw: unknown, file = 'config.json'): { config: Baili
   const architectures = Array.isArray(archs) ? archs.map(String) : [];
   const modelType = r.str('model_type') ?? '';
   if (!architectures.some((a) => ARCHS.has(a)) && !(modelType in MODEL_TYPES))
-    r.fail('architectures', `unsupported architecture ${JSON.stringify(architectures)} / model_type ${JSON.stringify(modelType)}; expected BailingMoeV2_5ForCausalLM (model_type "bailing_hybrid" or "bailing2_5_moe")`);
-  if (architectures.includes('BailingMoeLinearV2ForCausalLM'))
-    r.fail('architectures', 'BailingMoeLinearV2ForCausalLM (Ring-linear-2.0, GQA full attention) is not supported yet');
+    r.fail('architectures', `unsupported architecture ${JSON.stringify(architectures)} / model_type ${JSON.stringify(modelType)}; expected BailingMoeV2_5ForCausalLM (model_type "bailing_hybrid" or "bailing2_5_moe") or ${RING_LINEAR} ("bailing_moe_linear")`);
   const naming: Naming = MODEL_TYPES[modelType] ?? 'bailing';
+  // Ring-linear-2.0 configs carry no full_attention_type; their full layers are GQA (SGLang's
+  // BailingMoEAttention, mlx-lm's BailingMoeLinearAttention). SGLang: anything but "mla" is GQA.
+  const ringLinear = architectures.includes(RING_LINEAR) || modelType === 'bailing_moe_linear';
+  const fullAttention = (r.str('full_attention_type') ?? (ringLinear ? 'gqa' : 'mla')) === 'mla' ? 'mla' : 'gqa';
+  if (fullAttention === 'gqa' && naming === 'transformers') r.fail('full_attention_type', 'GQA full attention is not defined for the transformers-port naming');
 
   const quant = r.get('quantization_config');
   if (quant !== undefined && quant !== null) {
@@ -230,6 +242,7 @@ export function parseConfig(raw: unknown, file = 'config.json'): { config: Baili
     intermediate_size: r.optInt('intermediate_size'),
     num_hidden_layers: L,
     num_attention_heads: heads,
+    num_key_value_heads: r.int('num_key_value_heads', heads),
     head_dim: headDim,
     layer_group_size: r.int('layer_group_size', 1, 0),
     group_norm_size: r.int('group_norm_size', 1),
@@ -266,6 +279,7 @@ export function parseConfig(raw: unknown, file = 'config.json'): { config: Baili
     pad_token_id: r.optInt('pad_token_id', 0),
     bos_token_id: r.optInt('bos_token_id', 0),
     layer_types: layerTypes,
+    full_attention_type: fullAttention,
   };
   validate(config, r);
   return { config, naming };
@@ -285,6 +299,12 @@ function validate(c: BailingConfig, r: Reader): void {
   if (c.num_experts_per_tok > c.num_experts) r.fail('num_experts_per_tok', `${c.num_experts_per_tok} exceeds num_experts ${c.num_experts}`);
   const linRot = Math.floor(c.head_dim * c.partial_rotary_factor);
   if (c.linear_rope && (linRot % 2 !== 0 || linRot > c.head_dim)) r.fail('partial_rotary_factor', `rotary dims ${linRot} of head_dim ${c.head_dim} must be even and ≤ head_dim`);
+  if (c.full_attention_type === 'gqa') {
+    if (c.num_attention_heads % c.num_key_value_heads !== 0)
+      r.fail('num_key_value_heads', `num_attention_heads ${c.num_attention_heads} is not a multiple of num_key_value_heads ${c.num_key_value_heads}`);
+    const rot = Math.floor(c.head_dim * c.partial_rotary_factor);
+    if (rot % 2 !== 0 || rot > c.head_dim) r.fail('partial_rotary_factor', `GQA rotary dims ${rot} of head_dim ${c.head_dim} must be even and ≤ head_dim`);
+  }
   if (c.qk_rope_head_dim % 2 !== 0) r.fail('qk_rope_head_dim', `expected an even number, found ${c.qk_rope_head_dim}`);
   if (c.first_k_dense_replace > 0 && c.intermediate_size === null) r.fail('intermediate_size', 'required when first_k_dense_replace > 0 (dense layers)');
   if (c.rope_scaling && !(c.rope_scaling.factor > 0)) r.fail('rope_scaling', `factor must be > 0, found ${c.rope_scaling.factor}`);
@@ -321,12 +341,15 @@ export function layerPlan(c: BailingConfig, s: Semantics): LayerPlan[] {
   const L = c.num_hidden_layers;
   const G = c.layer_group_size;
   return Array.from({ length: L }, (_, i) => {
-    let mla: boolean;
-    if (c.layer_types) mla = c.layer_types[i] === 'full_attention';
-    else if (G <= 0) mla = true;
-    else mla = (i + 1) % G === 0 || (s.tailLayersFullAttention && i >= Math.floor(L / G) * G);
+    // Ring-linear's own rule (official modeling file, mlx-lm): a trailing partial group is full
+    // attention under every semantics; vLLM has no rule for it and SGLang requires L % G == 0.
+    const tail = s.tailLayersFullAttention || c.full_attention_type === 'gqa';
+    let full: boolean;
+    if (c.layer_types) full = c.layer_types[i] === 'full_attention';
+    else if (G <= 0) full = true;
+    else full = (i + 1) % G === 0 || (tail && i >= Math.floor(L / G) * G);
     const moe = c.num_experts > 1 && i >= c.first_k_dense_replace;
-    return { index: i, mixer: mla ? 'mla' : 'lightning', ffn: moe ? 'moe' : 'dense' } as LayerPlan;
+    return { index: i, mixer: full ? c.full_attention_type : 'lightning', ffn: moe ? 'moe' : 'dense' } as LayerPlan;
   });
 }
 
@@ -336,6 +359,7 @@ export function buildSpec(config: BailingConfig, naming: Naming, compat: Compat 
   // Linear RoPE scaling divides positions by `factor`, i.e. the inverse frequencies.
   const posScale = config.rope_scaling?.rope_type === 'linear' ? config.rope_scaling.factor : 1;
   const linearRotaryDim = config.linear_rope ? Math.floor(config.head_dim * config.partial_rotary_factor) : 0;
+  const gqaRotaryDim = Math.floor(config.head_dim * config.partial_rotary_factor);
   return {
     config,
     semantics,
@@ -345,6 +369,8 @@ export function buildSpec(config: BailingConfig, naming: Naming, compat: Compat 
     linearRotaryDim,
     linearInvFreq: invFreq(config.rope_theta, linearRotaryDim, posScale),
     mlaInvFreq: invFreq(config.rope_theta, config.qk_rope_head_dim, posScale),
+    gqaRotaryDim,
+    gqaInvFreq: invFreq(config.rope_theta, gqaRotaryDim, posScale),
     sharedFfn: (config.moe_shared_expert_intermediate_size ?? config.moe_intermediate_size) * config.num_shared_experts,
   };
 }

@@ -4,12 +4,13 @@
  *   logits = lm_head(norm_f(r)) on the rows that sample.
  * The residual adds are fused into the next norm (addRmsnorm).
  */
-import type { Backend, LightningParams, MlaParams, RouterParams } from '../backend/backend.js';
+import type { Backend, GqaParams, LightningParams, MlaParams, RouterParams } from '../backend/backend.js';
 import type { HybridCache } from '../cache/hybrid-cache.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { assert } from '../util/assert.js';
 import { allocActivations, type Activations } from './activations.js';
 import type { ModelSpec } from './config.js';
+import { gqaLayer, gqaParams } from './gqa.js';
 import { lightningLayer, lightningParams } from './lightning.js';
 import { mlaLayer, mlaParams } from './mla.js';
 import { denseFfn, moeFfn, routerParams } from './moe.js';
@@ -25,6 +26,7 @@ export class Model {
   readonly act: Activations;
   private readonly lightning: (LightningParams | null)[];
   private readonly mla: MlaParams;
+  private readonly gqa: GqaParams;
   private readonly router: RouterParams;
 
   constructor(
@@ -38,6 +40,7 @@ export class Model {
     this.act = allocActivations(be, spec, maxBatchTokens, maxSampleRows);
     this.lightning = spec.layers.map((l) => (l.mixer === 'lightning' ? lightningParams(spec, l.index) : null));
     this.mla = mlaParams(spec, cacheBlockSize);
+    this.gqa = gqaParams(spec, cacheBlockSize);
     this.router = routerParams(spec);
   }
 
@@ -64,6 +67,7 @@ export class Model {
       if (l === 0) ops.rmsnorm(x, r, layer.inputNorm, eps);
       else ops.addRmsnorm(x, r, mix, layer.inputNorm, eps);
       if (layer.mixer.kind === 'lightning') lightningLayer(be, spec, l, layer.mixer, this.lightning[l]!, act, batch, cache, x, mix);
+      else if (layer.mixer.kind === 'gqa') gqaLayer(be, spec, l, layer.mixer, this.gqa, act, batch, cache, x, mix);
       else mlaLayer(be, spec, l, layer.mixer, this.mla, act, batch, cache, x, mix);
       ops.addRmsnorm(x, r, mix, layer.postNorm, eps);
       if (layer.ffn.kind === 'dense') denseFfn(be, layer.ffn, act, x, mix);

@@ -21,7 +21,7 @@ function classify(spec: ModelSpec, name: string): Component {
   if (name.includes('.mlp.gate.')) return 'moe.router';
   if (name.includes('.mlp.')) return 'ffn.dense';
   const layer = Number(/^model\.layers\.(\d+)\./.exec(name)?.[1]);
-  return spec.layers[layer].mixer === 'mla' ? 'attention.mla' : 'attention.lightning';
+  return `attention.${spec.layers[layer].mixer}` as Component;
 }
 
 const variants = [...tinyVariants, { name: 'tied', config: tinyConfig({ tie_word_embeddings: true }), opts: {} }];
@@ -46,7 +46,7 @@ for (const v of variants) {
     const embed = c.vocab_size * c.hidden_size;
     const expectActive = total - embed - routed + (routed * c.num_experts_per_tok) / c.num_experts + (c.tie_word_embeddings ? embed : 0);
     assert.equal(r.params.active, expectActive);
-    assert.equal(r.counts.lightning + r.counts.mla, c.num_hidden_layers);
+    assert.equal(r.counts.lightning + r.counts.mla + r.counts.gqa, c.num_hidden_layers);
     assert.equal(r.counts.dense + r.counts.moe, c.num_hidden_layers);
   });
 }
@@ -55,7 +55,7 @@ test('inspect: base tiny config layer plan and cache sizes', () => {
   const spec = specOf(tinyConfig());
   const r = inspectModel(spec, opts);
   // 4 layers, G = 2 → layers 1 and 3 MLA; first_k_dense_replace 1 → layer 0 dense.
-  assert.deepEqual(r.counts, { lightning: 2, mla: 2, dense: 1, moe: 3 });
+  assert.deepEqual(r.counts, { lightning: 2, mla: 2, gqa: 0, dense: 1, moe: 3 });
   assert.deepEqual(r.layers.map((l) => `${l.mixer}/${l.ffn}`), ['lightning/dense', 'mla/moe', 'lightning/moe', 'mla/moe']);
   assert.equal(r.cache.latentBytesPerToken, 2 * (12 + 4) * 2);
   assert.equal(r.cache.stateBytesPerSeq, 2 * 4 * 8 * 8 * 4);
@@ -91,7 +91,7 @@ test('inspect: Ling-2.6-flash geometry gives 104.2B total / 7.45B active (ecosys
     }),
   );
   const r = inspectModel(spec, { batch: 1, context: 8192, weightBytes: 2 });
-  assert.deepEqual(r.counts, { lightning: 28, mla: 4, dense: 1, moe: 31 });
+  assert.deepEqual(r.counts, { lightning: 28, mla: 4, gqa: 0, dense: 1, moe: 31 });
   const near = (x: number, want: number): boolean => Math.abs(x / want - 1) < 0.01;
   assert.ok(near(r.params.total, 104.2e9), `total ${r.params.total}`);
   assert.ok(near(r.params.activeWithEmbedding, 7.45e9), `active + embedding ${r.params.activeWithEmbedding}`);

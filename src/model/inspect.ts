@@ -7,14 +7,14 @@
  * experts + the shared experts, and lm_head; the embedding table is excluded (a token reads one
  * row of it). `activeWithEmbedding` adds the whole table, the convention model cards use.
  */
-import type { ModelSpec } from './config.js';
+import type { FfnKind, MixerKind, ModelSpec } from './config.js';
 
 export interface InspectOptions {
   readonly batch: number;
   readonly context: number;
   /** Bytes per weight (2 for bf16, 4 for f32). */
   readonly weightBytes: number;
-  /** Bytes per MLA latent-cache value (default: weightBytes). */
+  /** Bytes per MLA latent / GQA k-v cache value (default: weightBytes). */
   readonly actBytes?: number;
 }
 
@@ -29,6 +29,7 @@ export type Component =
   | 'lm_head'
   | 'attention.lightning'
   | 'attention.mla'
+  | 'attention.gqa'
   | 'ffn.dense'
   | 'moe.routed_experts'
   | 'moe.shared_experts'
@@ -36,8 +37,8 @@ export type Component =
   | 'norms';
 
 export interface InspectResult {
-  readonly layers: readonly { index: number; mixer: 'lightning' | 'mla'; ffn: 'dense' | 'moe' }[];
-  readonly counts: { lightning: number; mla: number; dense: number; moe: number };
+  readonly layers: readonly { index: number; mixer: MixerKind; ffn: FfnKind }[];
+  readonly counts: { lightning: number; mla: number; gqa: number; dense: number; moe: number };
   readonly components: Readonly<Record<Component, ParamCount>>;
   readonly params: {
     readonly total: number;
@@ -48,6 +49,8 @@ export interface InspectResult {
   readonly cache: {
     /** MLA latent cache: n_mla × (kv_lora_rank + qk_rope_head_dim) × actBytes. */
     readonly latentBytesPerToken: number;
+    /** GQA k/v cache (Ring-linear): n_gqa × 2·KVH·D × actBytes. */
+    readonly kvBytesPerToken: number;
     /** Lightning state: n_lightning × H × D × D × 4 (fp32). */
     readonly stateBytesPerSeq: number;
   };
@@ -57,12 +60,13 @@ export interface InspectResult {
     readonly weightBytes: number;
     readonly states: number;
     readonly latent: number;
+    readonly kv: number;
     readonly total: number;
   };
   /**
    * Bytes one decode step of `batch` sequences at `context` reads (ecosystem §6.2): non-expert
    * active weights, distinct routed experts E·(1 − (1 − k/E)^B) under uniform routing, state
-   * read + write, latent cache read.
+   * read + write, latent and k/v cache read.
    */
   readonly decodeStepBytes: number;
 }
@@ -80,6 +84,7 @@ export function inspectModel(spec: ModelSpec, opts: InspectOptions): InspectResu
     lm_head: zero(),
     'attention.lightning': zero(),
     'attention.mla': zero(),
+    'attention.gqa': zero(),
     'ffn.dense': zero(),
     'moe.routed_experts': zero(),
     'moe.shared_experts': zero(),
@@ -100,7 +105,7 @@ export function inspectModel(spec: ModelSpec, opts: InspectOptions): InspectResu
   comp.lm_head.active = V * C;
   all('norms', C); // final norm
 
-  const counts = { lightning: 0, mla: 0, dense: 0, moe: 0 };
+  const counts = { lightning: 0, mla: 0, gqa: 0, dense: 0, moe: 0 };
   for (const l of spec.layers) {
     counts[l.mixer]++;
     counts[l.ffn]++;
@@ -109,6 +114,11 @@ export function inspectModel(spec: ModelSpec, opts: InspectOptions): InspectResu
       // qkv [3HD, C], g_proj [HD, C], dense [C, HD]; norms: q/k [D] each, g_norm [HD].
       all('attention.lightning', 5 * HD * C + (c.use_qkv_bias || c.use_bias ? 3 * HD : 0) + (c.use_bias ? C : 0));
       all('norms', (c.use_qk_norm ? 2 * D : 0) + HD);
+    } else if (l.mixer === 'gqa') {
+      // query_key_value [(H + 2·KVH)·D, C], dense [C, H·D]; norms: q/k [D] each.
+      const qkv = (H + 2 * c.num_key_value_heads) * D;
+      all('attention.gqa', qkv * C + (c.use_qkv_bias || c.use_bias ? qkv : 0) + C * HD + (c.use_bias ? C : 0));
+      all('norms', c.use_qk_norm ? 2 * D : 0);
     } else {
       const qk = H * (Dn + Dr);
       const ql = c.q_lora_rank;
@@ -133,25 +143,27 @@ export function inspectModel(spec: ModelSpec, opts: InspectOptions): InspectResu
   const total = comps.reduce((a, p) => a + p.total, 0);
   const active = comps.reduce((a, p) => a + p.active, 0);
   const latentBytesPerToken = counts.mla * (Lr + Dr) * actBytes;
+  const kvBytesPerToken = counts.gqa * 2 * c.num_key_value_heads * D * actBytes;
   const stateBytesPerSeq = counts.lightning * H * D * D * 4;
   const { batch: B, context: ctx } = opts;
   const weightBytes = total * opts.weightBytes;
   const states = B * stateBytesPerSeq;
   const latent = B * ctx * latentBytesPerToken;
+  const kv = B * ctx * kvBytesPerToken;
 
   const expertParams = mlp(F, false);
   const touched = E > 0 ? E * (1 - (1 - K / E) ** B) : 0;
   const nonExpertActive = active - comp['moe.routed_experts'].active + B * C; // + B embedding rows
   const decodeStepBytes =
-    (nonExpertActive + counts.moe * touched * expertParams) * opts.weightBytes + 2 * states + B * ctx * latentBytesPerToken;
+    (nonExpertActive + counts.moe * touched * expertParams) * opts.weightBytes + 2 * states + latent + kv;
 
   return {
     layers: spec.layers.map((l) => ({ index: l.index, mixer: l.mixer, ffn: l.ffn })),
     counts,
     components: comp,
     params: { total, active, activeWithEmbedding: active + (c.tie_word_embeddings ? 0 : V * C) },
-    cache: { latentBytesPerToken, stateBytesPerSeq },
-    memory: { batch: B, context: ctx, weightBytes, states, latent, total: weightBytes + states + latent },
+    cache: { latentBytesPerToken, kvBytesPerToken, stateBytesPerSeq },
+    memory: { batch: B, context: ctx, weightBytes, states, latent, kv, total: weightBytes + states + latent + kv },
     decodeStepBytes,
   };
 }
@@ -197,25 +209,30 @@ export function formatInspect(r: InspectResult): string {
     for (const row of rows) out.push('  ' + row.map((cell, j) => (j === 0 ? cell.padEnd(widths[j]) : cell.padStart(widths[j]))).join('  '));
   };
   const { counts } = r;
-  out.push(`layers: ${r.layers.length} (lightning ${counts.lightning}, mla ${counts.mla}; dense ffn ${counts.dense}, moe ${counts.moe})`);
+  const gqa = counts.gqa > 0, mla = counts.mla > 0 || !gqa; // name the full-attention kinds present
+  const full = [mla ? `mla ${counts.mla}` : '', gqa ? `gqa ${counts.gqa}` : ''].filter(Boolean).join(', ');
+  out.push(`layers: ${r.layers.length} (lightning ${counts.lightning}, ${full}; dense ffn ${counts.dense}, moe ${counts.moe})`);
   out.push(...planRuns(r.layers).map((s) => '  ' + s));
   out.push('', 'parameters (active = touched per token; embedding table excluded, lm_head included):');
   const rows: string[][] = [['component', 'total', 'active']];
-  for (const [k, p] of Object.entries(r.components)) rows.push([k, fmtCount(p.total), fmtCount(p.active)]);
+  for (const [k, p] of Object.entries(r.components))
+    if (p.total > 0 || !k.startsWith('attention.')) rows.push([k, fmtCount(p.total), fmtCount(p.active)]);
   rows.push(['sum', fmtCount(r.params.total), fmtCount(r.params.active)]);
   rows.push(['sum + embedding table', '', fmtCount(r.params.activeWithEmbedding)]);
   table(rows);
   const m = r.memory;
   out.push('', 'cache:');
   table([
-    ['MLA latent per token', fmtBytes(r.cache.latentBytesPerToken)],
+    ...(mla ? [['MLA latent per token', fmtBytes(r.cache.latentBytesPerToken)]] : []),
+    ...(gqa ? [['GQA k/v per token', fmtBytes(r.cache.kvBytesPerToken)]] : []),
     ['lightning state per sequence (fp32)', fmtBytes(r.cache.stateBytesPerSeq)],
   ]);
   out.push('', `memory at batch ${m.batch}, context ${m.context}:`);
   table([
     ['weights', fmtBytes(m.weightBytes)],
     ['lightning states', fmtBytes(m.states)],
-    ['MLA latent cache', fmtBytes(m.latent)],
+    ...(mla ? [['MLA latent cache', fmtBytes(m.latent)]] : []),
+    ...(gqa ? [['GQA k/v cache', fmtBytes(m.kv)]] : []),
     ['total', fmtBytes(m.total)],
     ['bytes read per decode step', fmtBytes(r.decodeStepBytes)],
   ]);

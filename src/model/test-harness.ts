@@ -67,3 +67,18 @@ export function latentsOf(h: Harness, seq: CacheSeq): Float64Array[] {
     return o;
   });
 }
+
+/** Float64 copy of a sequence's [k | v] rows (positions 0..len-1), per GQA layer. */
+export function kvOf(h: Harness, seq: CacheSeq): Float64Array[] {
+  const bs = h.cache.blockSize;
+  return [...h.cache.kv.values()].map((kv) => {
+    const W = kv.shape[1];
+    const all = toF64(kv);
+    const o = new Float64Array(seq.length * W);
+    for (let p = 0; p < seq.length; p++) {
+      const row = seq.blocks[Math.floor(p / bs)] * bs + (p % bs);
+      o.set(all.subarray(row * W, (row + 1) * W), p * W);
+    }
+    return o;
+  });
+}

@@ -57,6 +57,16 @@ export function tinyConfig(over: Record<string, unknown> = {}): Record<string, u
   };
 }
 
+/**
+ * A small Ring-linear-2.0 config (BailingMoeLinearV2ForCausalLM): the Ring-mini-linear-2.0 key
+ * set (spec §3.1) at tiny sizes; GQA full attention with 2 KV heads for 4 query heads.
+ */
+export function tinyRingLinearConfig(over: Record<string, unknown> = {}): Record<string, unknown> {
+  const base = tinyConfig({ architectures: ['BailingMoeLinearV2ForCausalLM'], model_type: 'bailing_moe_linear', num_key_value_heads: 2, use_rmsnorm: true });
+  for (const k of ['q_lora_rank', 'kv_lora_rank', 'qk_nope_head_dim', 'qk_rope_head_dim', 'v_head_dim']) delete base[k];
+  return { ...base, ...over };
+}
+
 export interface TinyOptions {
   seed?: number;
   dtype?: WritableDtype;
@@ -102,7 +112,18 @@ export function tinyTensors(spec: ModelSpec, opts: TinyOptions = {}): TensorToWr
     const p = `model.layers.${l.index}.`;
     norm(p + 'input_layernorm.weight', C);
     norm(p + 'post_attention_layernorm.weight', C);
-    if (l.mixer === 'lightning') {
+    if (l.mixer === 'gqa') {
+      const a = p + 'attention.';
+      const qkv = (H + 2 * c.num_key_value_heads) * D;
+      mat(a + 'query_key_value.weight', qkv, C);
+      if (c.use_qkv_bias || c.use_bias) bias(a + 'query_key_value.bias', qkv);
+      if (c.use_qk_norm) {
+        norm(a + 'query_layernorm.weight', D);
+        norm(a + 'key_layernorm.weight', D);
+      }
+      mat(a + 'dense.weight', C, HD);
+      if (c.use_bias) bias(a + 'dense.bias', C);
+    } else if (l.mixer === 'lightning') {
       const a = p + (port ? 'linear_attn.' : 'attention.');
       mat(a + 'query_key_value.weight', 3 * HD, C);
       if (c.use_qkv_bias || c.use_bias) bias(a + 'query_key_value.bias', 3 * HD);

@@ -2,7 +2,7 @@
  * Tiny config variants that together cover every config branch the engine supports. Shared by
  * the model tests (and the oracle fixtures of the oracle issue).
  */
-import { tinyConfig, type TinyOptions } from './tiny-checkpoint.js';
+import { tinyConfig, tinyRingLinearConfig, type TinyOptions } from './tiny-checkpoint.js';
 
 export interface TinyVariant {
   readonly name: string;
@@ -42,5 +42,28 @@ export const tinyVariants: readonly TinyVariant[] = [
     name: 'softmax',
     config: tinyConfig({ score_function: 'softmax', moe_router_enable_expert_bias: false, norm_topk_prob: false, linear_silu: true, routed_scaling_factor: 1, num_shared_experts: 0 }),
     opts: { seed: 5 },
+  },
+];
+
+/**
+ * Ring-linear-2.0 (BailingMoeLinearV2ForCausalLM, GQA full attention) variants, kept apart from
+ * tinyVariants until the oracle covers this architecture.
+ */
+export const ringLinearVariants: readonly TinyVariant[] = [
+  // KVH < H (2 query heads per KV head), qk-norm, partial RoPE 0.5, first layer dense, grouped routing.
+  { name: 'ring-linear', config: tinyRingLinearConfig(), opts: { seed: 11 } },
+  // KVH = H (MHA), non-power-of-two heads, L % G != 0 (tail layer is GQA), full rotary, no qk-norm,
+  // bias flags on, bf16 weights.
+  {
+    name: 'ring-linear-mha',
+    config: tinyRingLinearConfig({ hidden_size: 24, num_attention_heads: 3, num_key_value_heads: 3, group_norm_size: 3, num_hidden_layers: 5, layer_group_size: 2, partial_rotary_factor: 1, use_qk_norm: false, use_bias: true, use_qkv_bias: true, num_experts: 6, n_group: 2, topk_group: 1 }),
+    opts: { seed: 12, dtype: 'BF16' },
+  },
+  // KVH = 1 (MQA), no linear RoPE (the GQA layers still rotate), group_norm_size 1, no dense
+  // layer, plain top-k, softmax scoring without bias, no shared expert.
+  {
+    name: 'ring-linear-mqa',
+    config: tinyRingLinearConfig({ num_key_value_heads: 1, linear_rope: false, group_norm_size: 1, first_k_dense_replace: 0, n_group: null, topk_group: null, score_function: 'softmax', moe_router_enable_expert_bias: false, num_shared_experts: 0, num_hidden_layers: 3, layer_group_size: 3 }),
+    opts: { seed: 13 },
   },
 ];

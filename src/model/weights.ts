@@ -47,6 +47,17 @@ export interface MlaWeights {
   readonly oBias: Tensor | null;
 }
 
+/** Ring-linear full-attention layer (grouped-query softmax attention), official names. */
+export interface GqaWeights {
+  readonly kind: 'gqa';
+  readonly qkv: Tensor; // [(H + 2·KVH)·D, C] rows Q (H·D) ; K (KVH·D) ; V (KVH·D)
+  readonly qkvBias: Tensor | null; // [(H + 2·KVH)·D]
+  readonly qNorm: Tensor | null; // [D]
+  readonly kNorm: Tensor | null; // [D]
+  readonly dense: Tensor; // [C, H·D]
+  readonly denseBias: Tensor | null;
+}
+
 export interface DenseFfnWeights {
   readonly kind: 'dense';
   readonly ffn: number; // F
@@ -69,7 +80,7 @@ export interface LayerWeights {
   readonly index: number;
   readonly inputNorm: Tensor; // [C]
   readonly postNorm: Tensor; // [C]
-  readonly mixer: LightningWeights | MlaWeights;
+  readonly mixer: LightningWeights | MlaWeights | GqaWeights;
   readonly ffn: DenseFfnWeights | MoeWeights;
 }
 
@@ -191,8 +202,22 @@ export function loadWeights(spec: ModelSpec, src: TensorSource, be: Backend): Mo
     const p = `model.layers.${plan.index}.`;
     const lin = (official: string, port: string): string[] => alt(p, 'attention.' + official, 'linear_attn.' + port);
     const mla = (official: string, port: string): string[] => alt(p, 'attention.' + official, 'self_attn.' + port);
-    let mixer: LightningWeights | MlaWeights;
-    if (plan.mixer === 'lightning') {
+    let mixer: LightningWeights | MlaWeights | GqaWeights;
+    if (plan.mixer === 'gqa') {
+      // Same attention.* names as the lightning layers (SGLang BailingMoEAttention, mlx-lm), with
+      // a (H + 2·KVH)·D wide query_key_value and no g_proj / g_norm.
+      const a = p + 'attention.';
+      const qkvRows = (H + 2 * c.num_key_value_heads) * D;
+      mixer = {
+        kind: 'gqa',
+        qkv: must(r.get([a + 'query_key_value.weight'], [qkvRows, C], 'matrix')),
+        qkvBias: optBias([a + 'query_key_value.bias'], qkvRows, c.use_qkv_bias || c.use_bias),
+        qNorm: c.use_qk_norm ? r.get([a + 'query_layernorm.weight'], [D], 'vector') : null,
+        kNorm: c.use_qk_norm ? r.get([a + 'key_layernorm.weight'], [D], 'vector') : null,
+        dense: must(r.get([a + 'dense.weight'], [C, HD], 'matrix')),
+        denseBias: optBias([a + 'dense.bias'], C, c.use_bias),
+      };
+    } else if (plan.mixer === 'lightning') {
       mixer = {
         kind: 'lightning',
         qkv: must(r.get(lin('query_key_value.weight', 'query_key_value.weight'), [3 * HD, C], 'matrix')),
