@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * bailing CLI: generate | chat | inspect. The only layer that picks a backend. Errors from bad
+ * bailing CLI: generate | chat | inspect | serve | bench serve. The only layer that picks a backend. Errors from bad
  * input print one line (no stack) and exit 1; anything else is a bug and prints its stack.
  */
 import { parseArgs } from 'node:util';
@@ -14,6 +14,8 @@ import type { ChatMessage } from '../tokenizer/tokenizer.js';
 import { BailingError } from '../util/errors.js';
 import { commonOptions, compat, device, modelDir, num, samplingInput, samplingOptions } from './args.js';
 import { inspectCommand } from './inspect.js';
+import { benchCommand } from './bench-serve.js';
+import { serveCommand } from './serve.js';
 
 const USAGE = `bailing — Bailing MoE v2.5 (Ling/Ring 2.5, Ling 2.6) inference in TypeScript
 
@@ -21,6 +23,8 @@ usage:
   bailing generate [PROMPT] [options]   complete PROMPT (or stdin) and stream the text
   bailing chat [options]                interactive chat with the model's chat template
   bailing inspect [options]             layer plan, parameters, cache and memory estimate
+  bailing serve [options]               OpenAI-compatible HTTP server (bailing serve --help)
+  bailing bench serve [options]         load-test a running server (bailing bench serve --help)
 
 model and runtime:
   --model DIR              Hugging Face model directory (default: the embedded tiny model)
@@ -160,6 +164,10 @@ async function main(argv: string[]): Promise<void> {
       return chatCommand(rest);
     case 'inspect':
       return inspectCommand(rest);
+    case 'serve':
+      return serveCommand(rest);
+    case 'bench':
+      return benchCommand(rest);
     case undefined:
     case '-h':
     case '--help':

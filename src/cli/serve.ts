@@ -1,0 +1,96 @@
+/** `bailing serve`: open the model on the chosen backend and run the OpenAI-compatible server. */
+import { basename } from 'node:path';
+import { parseArgs } from 'node:util';
+import { selectBackend } from '../backend/select.js';
+import { openModel } from '../engine/open.js';
+import { BailingServer } from '../server/server.js';
+import { InvalidRequestError } from '../util/errors.js';
+import { createLogger, type LogLevel } from '../util/logger.js';
+import { commonOptions, compat, device, modelDir, num } from './args.js';
+
+export const SERVE_USAGE = `usage: bailing serve [--model DIR] [options]
+
+  --host ADDR                    bind address (default 127.0.0.1)
+  --port N                       port (default 8000; 0 picks a free one)
+  --api-key KEY                  require "Authorization: Bearer KEY" on /v1/*, /tokenize, /detokenize
+  --served-model-name NAME       model id in the API (default: the model directory's name)
+  --max-num-seqs N               concurrent sequences (state slots; default 16)
+  --max-num-batched-tokens N     tokens per step: decodes + prefill chunks (default 256)
+  --max-model-len N              context length (default min(max_position_embeddings, 4096))
+  --cache-tokens N               MLA latent cache size in tokens (default max-num-seqs × max-model-len)
+  --max-body-bytes N             larger request bodies get 413 (default 4194304)
+  --log-level debug|info|warn|error|silent   (default info; one line per request at info)
+  --device, --compat, --threads  as for generate
+`;
+
+const LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error', 'silent'];
+
+export async function serveCommand(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      ...commonOptions,
+      host: { type: 'string', default: '127.0.0.1' },
+      port: { type: 'string' },
+      'api-key': { type: 'string' },
+      'served-model-name': { type: 'string' },
+      'max-num-seqs': { type: 'string' },
+      'max-num-batched-tokens': { type: 'string' },
+      'cache-tokens': { type: 'string' },
+      'max-body-bytes': { type: 'string' },
+      'log-level': { type: 'string', default: 'info' },
+      seed: { type: 'string' },
+    },
+    allowPositionals: false,
+  });
+  if (values.help) return void process.stdout.write(SERVE_USAGE);
+  const level = values['log-level'] as LogLevel;
+  if (!LEVELS.includes(level)) throw new InvalidRequestError(`--log-level must be one of ${LEVELS.join(', ')}, got "${level}"`, 'log-level');
+  const logger = createLogger(level);
+  const dir = modelDir(values);
+  const be = selectBackend(device(values), { threads: num(values, 'threads') });
+  const t0 = performance.now();
+  const m = await openModel(dir, be, {
+    compat: compat(values),
+    maxSeqs: num(values, 'max-num-seqs') ?? 16,
+    maxBatchTokens: num(values, 'max-num-batched-tokens') ?? num(values, 'max-batch-tokens'),
+    maxModelLen: num(values, 'max-model-len'),
+    cacheTokens: num(values, 'cache-tokens'),
+    seed: num(values, 'seed') ?? Date.now() >>> 0,
+  });
+  const server = new BailingServer(m, {
+    modelName: values['served-model-name'] ?? basename(dir),
+    host: values.host,
+    port: num(values, 'port') ?? 8000,
+    apiKey: values['api-key'] ?? null,
+    maxBodyBytes: num(values, 'max-body-bytes'),
+    logger,
+  });
+  const addr = await server.listen();
+  const c = m.engine.cache.opts;
+  logger.info('serving', {
+    url: addr.url,
+    model: dir,
+    max_model_len: m.maxModelLen,
+    max_num_seqs: c.maxSeqs,
+    max_num_batched_tokens: m.engine.model.maxBatchTokens,
+    cache_tokens: c.numBlocks * c.blockSize,
+    load_ms: Math.round(performance.now() - t0),
+  });
+  let stopping = false;
+  const stop = (sig: string): void => {
+    if (stopping) {
+      logger.warn(`${sig} again: exiting without draining`);
+      process.exit(1);
+    }
+    stopping = true;
+    logger.info(`${sig}: draining in-flight requests`);
+    void server.close().then(() => {
+      be.dispose();
+      logger.info('stopped');
+      process.exit(0);
+    });
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
