@@ -4,11 +4,15 @@ import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 
-const roots = process.argv.slice(2).length ? process.argv.slice(2) : ['dist'];
+// --gpu: only the *.gpu.test.js files (npm run test:gpu); they skip themselves without a device.
+const args = process.argv.slice(2);
+const gpuOnly = args.includes('--gpu');
+const rest = args.filter((a) => a !== '--gpu');
+const roots = rest.length ? rest : ['dist'];
 const files = [];
 const walk = (p) => {
   if (statSync(p).isDirectory()) for (const f of readdirSync(p).sort()) walk(join(p, f));
-  else if (p.endsWith('.test.js')) files.push(p);
+  else if (p.endsWith(gpuOnly ? '.gpu.test.js' : '.test.js')) files.push(p);
 };
 for (const r of roots) walk(r);
 if (files.length === 0) {

@@ -33,3 +33,24 @@ export class InternalError extends BailingError {}
 
 /** An operation the current build does not support (e.g. FP8 checkpoints). */
 export class UnsupportedError extends BailingError {}
+
+/** A CUDA driver, cuBLASLt or NVRTC call failed (or the library is missing). */
+export class CudaError extends BailingError {
+  constructor(
+    readonly api: string,
+    readonly code: number,
+    detail: string,
+  ) {
+    super(`${api} failed: ${detail} (code ${code})`);
+  }
+}
+
+/** NVRTC rejected a kernel source; `log` is the compiler's full output. */
+export class KernelCompileError extends BailingError {
+  constructor(
+    readonly file: string,
+    readonly log: string,
+  ) {
+    super(`kernel compile failed: ${file}\n${log}`);
+  }
+}

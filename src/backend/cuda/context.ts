@@ -1,0 +1,160 @@
+/**
+ * What the CUDA op launchers share: the driver, the one stream everything is ordered on, kernels,
+ * grow-only scratch buffers, small host-argument uploads and the cuBLASLt GEMM. Owned by
+ * CudaBackend and passed to every launcher (no globals).
+ */
+import { dtypeBytes, type Tensor } from '../../tensor/tensor.js';
+import { assert } from '../../util/assert.js';
+import { KernelCache, type Kernel } from './compile.js';
+import { CUDA_R_16BF, CUDA_R_32F, alignmentOf, type CudaDriver, type DeviceInfo, type Handle, type LtPlan } from './driver.js';
+import { DeviceAllocator, type DeviceBuffer } from './memory.js';
+
+const LT_WORKSPACE = 32 << 20;
+
+/** Per-kernel device time from events recorded around each launch (benchmarks only). */
+export interface KernelProfile {
+  readonly totals: Map<string, { ms: number; launches: number }>;
+  /** Events in flight: name, start, end. */
+  readonly pending: { name: string; a: Handle; b: Handle }[];
+  readonly pool: Handle[];
+}
+
+export class CudaContext {
+  readonly ctx: Handle;
+  readonly stream: Handle;
+  readonly info: DeviceInfo;
+  readonly mem: DeviceAllocator;
+  readonly kernels: KernelCache;
+  private readonly lt: Handle;
+  private readonly plans = new Map<string, LtPlan | null>();
+  private readonly scratchBufs = new Map<string, DeviceBuffer>();
+  private readonly smemSet = new Map<Kernel, number>();
+  /** When set, every launch is bracketed by events and timed per kernel name (costs ~µs a launch). */
+  profile: KernelProfile | null = null;
+
+  constructor(
+    readonly driver: CudaDriver,
+    ordinal: number,
+    cacheDir?: string,
+  ) {
+    const n = driver.deviceCount();
+    assert(ordinal >= 0 && ordinal < n, () => `CUDA device ${ordinal} requested, ${n} present`);
+    this.info = driver.deviceInfo(ordinal);
+    this.ctx = driver.contextRetain(ordinal);
+    this.stream = driver.streamCreate();
+    this.mem = new DeviceAllocator(driver);
+    this.kernels = new KernelCache(driver, `sm_${this.info.major}${this.info.minor}`, cacheDir);
+    this.lt = driver.ltCreate();
+  }
+
+  kernel(file: string, name: string, sig: string): Kernel {
+    return this.kernels.get(file, name, sig);
+  }
+
+  launch(k: Kernel, grid: readonly [number, number, number], block: number, smem: number, args: readonly (number | bigint)[]): void {
+    if (smem > 48 * 1024 && (this.smemSet.get(k) ?? 0) < smem) {
+      assert(smem <= this.info.smemOptin, () => `${k.name}: ${smem} bytes of shared memory, the device allows ${this.info.smemOptin}`);
+      this.driver.funcMaxDynamicSmem(k.fn, smem);
+      this.smemSet.set(k, smem);
+    }
+    this.timed(k.name, () => this.driver.launch(k.fn, k.name, grid, [block, 1, 1], smem, this.stream, k.sig, args));
+  }
+
+  private timed(name: string, enqueue: () => void): void {
+    const p = this.profile;
+    if (!p) return enqueue();
+    const ev = (): Handle => p.pool.pop() ?? this.driver.eventCreate();
+    const a = ev(), b = ev();
+    this.driver.eventRecord(a, this.stream);
+    enqueue();
+    this.driver.eventRecord(b, this.stream);
+    p.pending.push({ name, a, b });
+  }
+
+  /** Wait for the stream and add the pending launches' times into profile.totals. */
+  flushProfile(): void {
+    const p = this.profile;
+    if (!p) return;
+    this.sync();
+    for (const { name, a, b } of p.pending) {
+      const t = p.totals.get(name) ?? { ms: 0, launches: 0 };
+      t.ms += this.driver.eventElapsed(a, b);
+      t.launches++;
+      p.totals.set(name, t);
+      p.pool.push(a, b);
+    }
+    p.pending.length = 0;
+  }
+
+  startProfile(): void {
+    this.profile = { totals: new Map(), pending: [], pool: this.profile?.pool ?? [] };
+  }
+
+  stopProfile(): Map<string, { ms: number; launches: number }> {
+    this.flushProfile();
+    const p = this.profile;
+    this.profile = null;
+    if (p) for (const e of p.pool) this.driver.eventDestroy(e);
+    return p?.totals ?? new Map();
+  }
+
+  /** Device address of a tensor view (storage base + element offset). */
+  ptr(t: Tensor): bigint {
+    assert(t.storage.kind === 'device', () => `${t} is not in device memory`);
+    return t.storage.ptr + BigInt(t.offset * dtypeBytes[t.dtype]);
+  }
+
+  /** A device buffer of at least `bytes` under `key`, grown (never shrunk) on demand. */
+  scratch(key: string, bytes: number): bigint {
+    const cur = this.scratchBufs.get(key);
+    if (cur && cur.bytes >= bytes) return cur.ptr;
+    if (cur) {
+      this.driver.streamSync(this.stream); // queued work may still read the old buffer
+      this.mem.free(cur);
+    }
+    const buf = this.mem.alloc(Math.max(bytes, 4096), 'scratch');
+    this.scratchBufs.set(key, buf);
+    return buf.ptr;
+  }
+
+  /** Upload a small host array (ids, positions, block rows, decay rates) to a scratch buffer; stream-ordered. */
+  hostArg(key: string, a: Int32Array | Float64Array): bigint {
+    const p = this.scratch(key, a.byteLength);
+    this.driver.htod(p, a, this.stream);
+    return p;
+  }
+
+  /**
+   * D [T,N] f32 = B [T,K] · A [N,K]ᵀ, A and B both bf16 or both f32, fp32 accumulation, through
+   * cuBLASLt. False when cuBLASLt has no algorithm for these shapes and alignments.
+   */
+  gemm(abDtype: 'bf16' | 'f32', D: bigint, A: bigint, B: bigint, T: number, N: number, K: number): boolean {
+    const align = [alignmentOf(A), alignmentOf(B), alignmentOf(D), alignmentOf(D)] as const;
+    const key = `${abDtype}:${T}:${N}:${K}:${align.join(',')}`;
+    let plan = this.plans.get(key);
+    if (plan === undefined) {
+      plan = this.driver.ltPlan(this.lt, abDtype === 'bf16' ? CUDA_R_16BF : CUDA_R_32F, CUDA_R_32F, N, T, K, align, LT_WORKSPACE);
+      this.plans.set(key, plan);
+    }
+    if (plan === null) return false;
+    const ws = this.scratch('lt-workspace', LT_WORKSPACE);
+    this.timed(`cublasLt_${abDtype}`, () => this.driver.ltMatmul(this.lt, plan, A, B, D, ws, LT_WORKSPACE, this.stream));
+    return true;
+  }
+
+  sync(): void {
+    this.driver.streamSync(this.stream);
+  }
+
+  dispose(): void {
+    this.driver.streamSync(this.stream);
+    for (const p of this.plans.values()) if (p) this.driver.ltPlanDestroy(p);
+    this.plans.clear();
+    this.driver.ltDestroy(this.lt);
+    this.kernels.dispose();
+    this.scratchBufs.clear();
+    this.mem.dispose();
+    this.driver.streamDestroy(this.stream);
+    this.driver.contextRelease(this.info.ordinal);
+  }
+}
