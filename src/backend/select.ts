@@ -1,6 +1,7 @@
 /** Backend choice for the CLI (the only place that picks one). */
 import type { Backend } from './backend.js';
 import { CpuBackend } from './cpu/cpu-backend.js';
+import { CudaBackend } from './cuda/cuda-backend.js';
 import { InvalidRequestError } from '../util/errors.js';
 
 export type DeviceName = 'cpu' | 'cuda' | 'auto';
@@ -15,8 +16,12 @@ export function selectBackend(device: DeviceName, opts: SelectOptions = {}): Bac
     case 'auto':
       return new CpuBackend({ threads: opts.threads });
     case 'cuda':
-      // The CUDA backend is its own issue; until it lands, say so instead of silently using the CPU.
-      throw new InvalidRequestError('--device cuda: this build has no CUDA backend yet; use --device cpu', 'device');
+      try {
+        return new CudaBackend();
+      } catch (e) {
+        // Fail at start, naming what is missing (library, device), never fall back silently.
+        throw new InvalidRequestError(`--device cuda: no usable CUDA GPU: ${(e as Error).message}`, 'device');
+      }
     default:
       throw new InvalidRequestError(`unknown device "${String(device)}" (expected cpu, cuda or auto)`, 'device');
   }

@@ -1,0 +1,167 @@
+/**
+ * Launchers of the sequence ops: lightning prefill/decode, MLA cache write + attention, GQA cache
+ * write + attention, MoE route + experts. Host-side checks mirror the CPU ops; block tables and
+ * slots are turned into row/slot arrays on the host and uploaded (small, stream-ordered).
+ */
+import type { GqaParams, KvSeq, LightningParams, MlaParams, MlaSeq, RouterParams } from '../backend.js';
+import { checkShape, type Tensor } from '../../tensor/tensor.js';
+import { assert } from '../../util/assert.js';
+import { checkGqaShapes, kvCacheRow } from '../../ops/gqa/gqa.js';
+import { checkLightning, VLLM_PREFILL_BLOCK } from '../../ops/lightning/lightning.js';
+import { checkMlaShapes, mlaCacheRow } from '../../ops/mla/mla.js';
+import { checkRoute, routeGroups } from '../../ops/moe/moe.js';
+import type { CudaContext } from './context.js';
+import { f32Act, rowThreads, strideGrid } from './ops-basic.js';
+
+const F = {
+  lightning: 'src/ops/lightning/lightning.cu',
+  mla: 'src/ops/mla/mla.cu',
+  gqa: 'src/ops/gqa/gqa.cu',
+  moe: 'src/ops/moe/moe.cu',
+} as const;
+
+function checkHeadDim(D: number, what: string): void {
+  // One thread per value column.
+  assert(D >= 1 && D <= 1024, () => `${what}: head dim ${D} outside [1, 1024]`);
+}
+
+export function cudaLightningPrefill(c: CudaContext, o: Tensor, q: Tensor, k: Tensor, v: Tensor, state: Tensor, p: LightningParams): void {
+  const n = checkLightning(o, q, k, v, p, 'lightningPrefill');
+  const H = p.nHeads, D = p.headDim;
+  checkShape(state, [H, D, D], 'lightningPrefill state');
+  for (const t of [o, q, k, v, state]) f32Act(t, 'lightningPrefill');
+  checkHeadDim(D, 'lightningPrefill');
+  if (p.vllmPrefillQuirk) assert(p.chunk === VLLM_PREFILL_BLOCK, () => `lightningPrefill: vllmPrefillQuirk needs chunk ${VLLM_PREFILL_BLOCK}, found ${p.chunk}`);
+  if (n === 0) return;
+  const quirk = p.vllmPrefillQuirk ? VLLM_PREFILL_BLOCK : 0;
+  const smem = 4 * (2 * D + D * D * (quirk ? 2 : 1));
+  const kern = c.kernel(F.lightning, 'lightning_prefill_f32', 'ppppppfiiiii');
+  const args = [c.ptr(o), c.ptr(q), c.ptr(k), c.ptr(v), c.ptr(state), c.hostArg('lightning-decay', p.decay), p.scale, n, H, D, quirk, p.stateBf16 ? 1 : 0];
+  c.launch(kern, [H, 1, 1], D, smem, args);
+}
+
+export function cudaLightningDecode(c: CudaContext, o: Tensor, q: Tensor, k: Tensor, v: Tensor, states: Tensor, slots: Int32Array, p: LightningParams): void {
+  const B = checkLightning(o, q, k, v, p, 'lightningDecode');
+  const H = p.nHeads, D = p.headDim;
+  checkShape(states, [-1, H, D, D], 'lightningDecode states');
+  assert(slots.length === B, () => `lightningDecode: ${slots.length} slots for ${B} rows`);
+  for (const s of slots) assert(s >= 0 && s < states.shape[0], () => `lightningDecode: slot ${s} outside [0, ${states.shape[0]})`);
+  for (const t of [o, q, k, v, states]) f32Act(t, 'lightningDecode');
+  checkHeadDim(D, 'lightningDecode');
+  if (B === 0) return;
+  const kern = c.kernel(F.lightning, 'lightning_decode_f32', 'pppppppfiii');
+  const args = [c.ptr(o), c.ptr(q), c.ptr(k), c.ptr(v), c.ptr(states), c.hostArg('lightning-slots', slots), c.hostArg('lightning-decay', p.decay), p.scale, H, D, p.stateBf16 ? 1 : 0];
+  c.launch(kern, [H, B, 1], D, 8 * D, args);
+}
+
+/** Cache rows of positions [from, to) of a paged sequence. */
+function cacheRows(seq: MlaSeq, blockSize: number, from: number, to: number, cacheRowsCount: number, row: (s: MlaSeq, bs: number, pos: number) => number): Int32Array {
+  const r = new Int32Array(to - from);
+  for (let i = 0; i < r.length; i++) {
+    r[i] = row(seq, blockSize, from + i);
+    assert(r[i] >= 0 && r[i] < cacheRowsCount, () => `cache row ${r[i]} of position ${from + i} outside [0, ${cacheRowsCount})`);
+  }
+  return r;
+}
+
+export function cudaMlaCacheWrite(c: CudaContext, cache: Tensor, ckv: Tensor, kpe: Tensor, seq: MlaSeq, p: MlaParams): void {
+  const L = p.kvLora, Dr = p.qkRope;
+  const n = ckv.shape[0];
+  checkShape(ckv, [n, L], 'mlaCacheWrite ckv');
+  checkShape(kpe, [n, Dr], 'mlaCacheWrite kpe');
+  checkShape(cache, [-1, L + Dr], 'mlaCacheWrite cache');
+  for (const t of [cache, ckv, kpe]) f32Act(t, 'mlaCacheWrite');
+  if (n === 0) return;
+  const rows = cacheRows(seq, p.blockSize, seq.ctxStart, seq.ctxStart + n, cache.shape[0], mlaCacheRow);
+  const kern = c.kernel(F.mla, 'mla_cachewrite_f32', 'ppppii');
+  c.launch(kern, [n, 1, 1], rowThreads(L + Dr), 0, [c.ptr(cache), c.ptr(ckv), c.ptr(kpe), c.hostArg('mla-write-rows', rows), L, Dr]);
+}
+
+/**
+ * Both MLA forms run the absorbed kernels (the same function of the inputs): q_nope·W_UK → latent
+ * query, online-softmax attention over the latent cache, then W_UV. kvB is f32 ('vector' weight).
+ */
+export function cudaMlaAttention(c: CudaContext, out: Tensor, q: Tensor, cache: Tensor, kvB: Tensor, seq: MlaSeq, p: MlaParams): void {
+  const { nHeads: H, qkNope: Dn, qkRope: Dr, vHead: Dv, kvLora: L, scale } = p;
+  const n = checkMlaShapes(out, q, cache, kvB, p);
+  for (const t of [out, q, cache, kvB]) f32Act(t, 'mla attention');
+  assert(L <= 1024, () => `mla: kv_lora_rank ${L} over 1024 (the kernel's per-thread accumulators)`);
+  if (n === 0) return;
+  const rows = cacheRows(seq, p.blockSize, 0, seq.ctxStart + n, cache.shape[0], mlaCacheRow);
+  const qlat = c.scratch('mla-qlat', n * H * L * 4);
+  const olat = c.scratch('mla-olat', n * H * L * 4);
+  c.launch(c.kernel(F.mla, 'mla_absorbq_f32', 'pppiiiii'), [H, n, 1], 128, 0, [qlat, c.ptr(q), c.ptr(kvB), H, Dn, Dr, Dv, L]);
+  const attend = c.kernel(F.mla, 'mla_attend_f32', 'pppppiiiiif');
+  c.launch(attend, [H, n, 1], 128, 4 * (L + Dr), [olat, qlat, c.ptr(q), c.ptr(cache), c.hostArg('mla-rows', rows), seq.ctxStart, H, Dn, Dr, L, scale]);
+  const outs = n * H * Dv;
+  c.launch(c.kernel(F.mla, 'mla_outproj_f32', 'pppiiiii'), [Math.ceil(outs / 8), 1, 1], 256, 0, [c.ptr(out), olat, c.ptr(kvB), n, H, Dn, Dv, L]);
+}
+
+export function cudaGqaCacheWrite(c: CudaContext, cache: Tensor, k: Tensor, v: Tensor, seq: KvSeq, p: GqaParams): void {
+  const KD = p.nKvHeads * p.headDim;
+  const n = k.shape[0];
+  checkShape(k, [n, KD], 'gqaCacheWrite k');
+  checkShape(v, [n, KD], 'gqaCacheWrite v');
+  checkShape(cache, [-1, 2 * KD], 'gqaCacheWrite cache');
+  for (const t of [cache, k, v]) f32Act(t, 'gqaCacheWrite');
+  if (n === 0) return;
+  const rows = cacheRows(seq, p.blockSize, seq.ctxStart, seq.ctxStart + n, cache.shape[0], kvCacheRow);
+  c.launch(c.kernel(F.gqa, 'gqa_cachewrite_f32', 'ppppi'), [n, 1, 1], rowThreads(2 * KD), 0, [c.ptr(cache), c.ptr(k), c.ptr(v), c.hostArg('gqa-write-rows', rows), KD]);
+}
+
+export function cudaGqaAttention(c: CudaContext, out: Tensor, q: Tensor, cache: Tensor, seq: KvSeq, p: GqaParams): void {
+  const n = checkGqaShapes(out, q, cache, p);
+  for (const t of [out, q, cache]) f32Act(t, 'gqaAttention');
+  assert(p.headDim <= 1024, () => `gqa: head dim ${p.headDim} over 1024`);
+  if (n === 0) return;
+  const rows = cacheRows(seq, p.blockSize, 0, seq.ctxStart + n, cache.shape[0], kvCacheRow);
+  const kern = c.kernel(F.gqa, 'gqa_attend_f32', 'ppppiiiif');
+  c.launch(kern, [p.nHeads, n, 1], 128, 4 * p.headDim, [c.ptr(out), c.ptr(q), c.ptr(cache), c.hostArg('gqa-rows', rows), seq.ctxStart, p.nHeads, p.nKvHeads, p.headDim, p.scale]);
+}
+
+export function cudaMoeRoute(c: CudaContext, ids: Tensor, weights: Tensor, logits: Tensor, bias: Tensor | null, p: RouterParams): void {
+  const [T, E, K] = checkRoute(ids, weights, logits, bias, p);
+  f32Act(weights, 'moeRoute weights');
+  f32Act(logits, 'moeRoute logits');
+  if (bias) f32Act(bias, 'moeRoute bias');
+  const G = routeGroups(p);
+  assert(G <= 128, () => `moeRoute: ${G} expert groups (the kernel handles up to 128)`);
+  if (T === 0) return;
+  const kern = c.kernel(F.moe, 'moe_route_f32', 'ppppiiiiiiff');
+  const args = [c.ptr(ids), c.ptr(weights), c.ptr(logits), bias ? c.ptr(bias) : 0n, E, K, G, G > 0 ? (p.topkGroup as number) : 0, p.scoreFunction === 'softmax' ? 1 : 0, p.renormalize ? 1 : 0, p.renormEps, p.routedScalingFactor];
+  c.launch(kern, [T, 1, 1], 128, 16 * E + 4 * E, args);
+}
+
+/**
+ * Routed experts as gathered GEMVs: h = silu(G_e x)⊙(U_e x) per (token, k), y = W2_e h, then a
+ * weighted sum over k in order. Expert ids are trusted (they come from moeRoute on the device).
+ * Tokens go in chunks so the h/y scratch stays bounded.
+ */
+export function cudaMoeExperts(c: CudaContext, out: Tensor, x: Tensor, ids: Tensor, weights: Tensor, w13: Tensor, w2: Tensor, ffn: number): void {
+  const [T, C] = x.shape;
+  const K = ids.shape[1];
+  const Fw = ffn;
+  checkShape(out, [T, C], 'moeExperts out');
+  checkShape(ids, [T, K], 'moeExperts ids');
+  checkShape(weights, [T, K], 'moeExperts weights');
+  assert(ids.dtype === 'i32', () => `moeExperts ids must be i32, found ${ids.dtype}`);
+  assert(Fw > 0 && w13.shape[0] % (2 * Fw) === 0, () => `moeExperts: w13 rows ${w13.shape[0]} not a multiple of 2·${Fw}`);
+  const E = w13.shape[0] / (2 * Fw);
+  checkShape(w13, [E * 2 * Fw, C], 'moeExperts w13');
+  checkShape(w2, [E * C, Fw], 'moeExperts w2');
+  assert(w13.dtype === w2.dtype && (w13.dtype === 'bf16' || w13.dtype === 'f32'), () => `moeExperts: weights ${w13.dtype}/${w2.dtype}`);
+  for (const t of [out, x, weights]) f32Act(t, 'moeExperts');
+  const chunk = Math.max(1, Math.min(T, Math.floor(4096 / K)));
+  const h = c.scratch('moe-h', chunk * K * Fw * 4);
+  const y = c.scratch('moe-y', chunk * K * C * 4);
+  const up = c.kernel(F.moe, `moe_up_${w13.dtype}`, 'ppppiii');
+  const down = c.kernel(F.moe, `moe_down_${w2.dtype}`, 'ppppii');
+  const combine = c.kernel(F.moe, 'moe_combine_f32', 'ppplii');
+  for (let t0 = 0; t0 < T; t0 += chunk) {
+    const tc = Math.min(chunk, T - t0);
+    const idp = c.ptr(ids.rows(t0, tc));
+    c.launch(up, [Math.ceil(Fw / 8), tc * K, 1], 256, 0, [h, c.ptr(x.rows(t0, tc)), idp, c.ptr(w13), K, C, Fw]);
+    c.launch(down, [Math.ceil(C / 8), tc * K, 1], 256, 0, [y, h, idp, c.ptr(w2), C, Fw]);
+    c.launch(combine, strideGrid(tc * C), 256, 0, [c.ptr(out.rows(t0, tc)), y, c.ptr(weights.rows(t0, tc)), tc, K, C]);
+  }
+}

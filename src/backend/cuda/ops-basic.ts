@@ -1,0 +1,166 @@
+/**
+ * Launchers of the row-wise ops: matmul, embedding, the RMSNorm family, rope, elementwise, gather,
+ * group norm gate. Each checks shapes on the host like the CPU op, then enqueues its kernel
+ * (src/ops/<op>/<op>.cu) on the context's stream. Activations are f32 (see cuda-backend.ts).
+ */
+import type { RopeSpec } from '../backend.js';
+import { checkShape, type Tensor } from '../../tensor/tensor.js';
+import { assert } from '../../util/assert.js';
+import { checkIds } from '../../ops/embedding/embedding.js';
+import { checkGather } from '../../ops/elementwise/elementwise.js';
+import { checkGroupNormGate } from '../../ops/group-norm-gate/group-norm-gate.js';
+import { checkRope } from '../../ops/rope/rope.js';
+import type { CudaContext } from './context.js';
+
+/** Rows up to this many go through the GEMV kernel (each weight row read once); more through cuBLASLt. */
+export const GEMV_MAX_T = 8;
+
+const F = {
+  matmul: 'src/ops/matmul/matmul.cu',
+  embedding: 'src/ops/embedding/embedding.cu',
+  rmsnorm: 'src/ops/rmsnorm/rmsnorm.cu',
+  rope: 'src/ops/rope/rope.cu',
+  elementwise: 'src/ops/elementwise/elementwise.cu',
+  gng: 'src/ops/group-norm-gate/group-norm-gate.cu',
+} as const;
+
+/** Threads for a row of `width` elements: a multiple of 32, at most 256. */
+export function rowThreads(width: number): number {
+  return Math.min(256, Math.max(32, Math.ceil(width / 32) * 32));
+}
+
+/** Blocks of 256 threads for a grid-stride loop over n elements. */
+export function strideGrid(n: number): [number, number, number] {
+  return [Math.max(1, Math.min(Math.ceil(n / 256), 8192)), 1, 1];
+}
+
+export function f32Act(t: Tensor, what: string): void {
+  assert(t.dtype === 'f32', () => `${what}: the CUDA backend keeps activations in f32, found ${t}`);
+}
+
+export function cudaMatmul(c: CudaContext, out: Tensor, x: Tensor, w: Tensor, bias: Tensor | null): void {
+  const [T, K] = x.shape;
+  const N = w.shape[0];
+  checkShape(w, [N, K], 'matmul w');
+  checkShape(out, [T, N], 'matmul out');
+  if (bias) checkShape(bias, [N], 'matmul bias');
+  f32Act(x, 'matmul x');
+  f32Act(out, 'matmul out');
+  assert(w.dtype === 'bf16' || w.dtype === 'f32', () => `matmul: weight dtype ${w.dtype}`);
+  if (T === 0 || N === 0) return;
+  const pb = bias ? c.ptr(bias) : 0n;
+  if (T > GEMV_MAX_T && K > 0) {
+    // cuBLASLt wants A and B in one dtype: bf16 weights take a bf16 copy of x (fp32 accumulation).
+    let B = c.ptr(x);
+    if (w.dtype === 'bf16') {
+      B = c.scratch('matmul-xbf16', T * K * 2);
+      c.launch(c.kernel(F.matmul, 'matmul_castx_bf16', 'ppl'), strideGrid(T * K), 256, 0, [B, c.ptr(x), T * K]);
+    }
+    if (c.gemm(w.dtype, c.ptr(out), c.ptr(w), B, T, N, K)) {
+      if (bias) c.launch(c.kernel(F.matmul, 'matmul_bias_f32', 'ppli'), strideGrid(T * N), 256, 0, [c.ptr(out), pb, T, N]);
+      return;
+    }
+  }
+  const k = c.kernel(F.matmul, `matmul_gemv_${w.dtype}`, 'ppppiii');
+  c.launch(k, [Math.ceil(N / 8), 1, 1], 256, 0, [c.ptr(out), c.ptr(x), c.ptr(w), pb, T, N, K]);
+}
+
+export function cudaEmbedding(c: CudaContext, out: Tensor, table: Tensor, ids: Int32Array): void {
+  const [V, C] = table.shape;
+  checkShape(out, [ids.length, C], 'embedding out');
+  f32Act(out, 'embedding out');
+  checkIds(ids, V);
+  if (ids.length === 0) return;
+  assert(table.dtype === 'bf16' || table.dtype === 'f32', () => `embedding: table dtype ${table.dtype}`);
+  const k = c.kernel(F.embedding, `embedding_gather_${table.dtype}`, 'pppi');
+  c.launch(k, [ids.length, 1, 1], rowThreads(C), 0, [c.ptr(out), c.ptr(table), c.hostArg('embedding-ids', ids), C]);
+}
+
+function normRows(c: CudaContext, out: Tensor, x: Tensor, w: Tensor, width: number, eps: number): void {
+  f32Act(x, 'rmsnorm x');
+  f32Act(out, 'rmsnorm out');
+  f32Act(w, 'rmsnorm w');
+  const rows = x.numel / width;
+  if (rows === 0) return;
+  c.launch(c.kernel(F.rmsnorm, 'rmsnorm_rows_f32', 'pppif'), [rows, 1, 1], rowThreads(width), 0, [c.ptr(out), c.ptr(x), c.ptr(w), width, eps]);
+}
+
+export function cudaRmsnorm(c: CudaContext, out: Tensor, x: Tensor, w: Tensor, eps: number): void {
+  const C = w.shape[0];
+  checkShape(x, [-1, C], 'rmsnorm x');
+  checkShape(out, x.shape, 'rmsnorm out');
+  normRows(c, out, x, w, C, eps);
+}
+
+export function cudaHeadRmsnorm(c: CudaContext, out: Tensor, x: Tensor, w: Tensor, headDim: number, eps: number): void {
+  checkShape(w, [headDim], 'headRmsnorm w');
+  checkShape(out, x.shape, 'headRmsnorm out');
+  assert(x.numel % headDim === 0, () => `headRmsnorm: ${x} is not made of ${headDim}-wide heads`);
+  normRows(c, out, x, w, headDim, eps);
+}
+
+export function cudaAddRmsnorm(c: CudaContext, out: Tensor, residual: Tensor, x: Tensor, w: Tensor, eps: number): void {
+  const C = w.shape[0];
+  checkShape(residual, [-1, C], 'addRmsnorm residual');
+  checkShape(x, residual.shape, 'addRmsnorm x');
+  checkShape(out, residual.shape, 'addRmsnorm out');
+  for (const [t, n] of [[out, 'out'], [residual, 'residual'], [x, 'x'], [w, 'w']] as const) f32Act(t, `addRmsnorm ${n}`);
+  const rows = residual.shape[0];
+  if (rows === 0) return;
+  c.launch(c.kernel(F.rmsnorm, 'rmsnorm_add_f32', 'ppppif'), [rows, 1, 1], rowThreads(C), 0, [c.ptr(out), c.ptr(residual), c.ptr(x), c.ptr(w), C, eps]);
+}
+
+export function cudaRope(c: CudaContext, x: Tensor, positions: Int32Array, s: RopeSpec): void {
+  checkRope(x, positions, s);
+  f32Act(x, 'rope x');
+  const T = positions.length;
+  if (T === 0 || s.rotaryDim === 0) return;
+  const k = c.kernel(F.rope, 'rope_rotate_f32', 'pppiiiiii');
+  const args = [c.ptr(x), c.hostArg('rope-positions', positions), c.hostArg('rope-invfreq', s.invFreq), x.shape[1], s.nHeads, s.headStride, s.offset, s.rotaryDim, s.style === 'gptj' ? 1 : 0];
+  c.launch(k, [T, 1, 1], rowThreads((s.nHeads * s.rotaryDim) / 2), 0, args);
+}
+
+export function cudaSilu(c: CudaContext, out: Tensor, x: Tensor): void {
+  checkShape(out, x.shape, 'silu out');
+  f32Act(x, 'silu x');
+  f32Act(out, 'silu out');
+  if (x.numel > 0) c.launch(c.kernel(F.elementwise, 'elementwise_silu_f32', 'ppl'), strideGrid(x.numel), 256, 0, [c.ptr(out), c.ptr(x), x.numel]);
+}
+
+export function cudaSiluMul(c: CudaContext, out: Tensor, gu: Tensor): void {
+  const [T, F2] = gu.shape;
+  const Fw = F2 / 2;
+  checkShape(out, [T, Fw], 'siluMul out');
+  f32Act(gu, 'siluMul gu');
+  f32Act(out, 'siluMul out');
+  if (T * Fw > 0) c.launch(c.kernel(F.elementwise, 'elementwise_silumul_f32', 'ppli'), strideGrid(T * Fw), 256, 0, [c.ptr(out), c.ptr(gu), T, Fw]);
+}
+
+export function cudaAdd(c: CudaContext, out: Tensor, a: Tensor, b: Tensor): void {
+  checkShape(b, a.shape, 'add b');
+  checkShape(out, a.shape, 'add out');
+  for (const t of [out, a, b]) f32Act(t, 'add');
+  if (a.numel > 0) c.launch(c.kernel(F.elementwise, 'elementwise_add_f32', 'pppl'), strideGrid(a.numel), 256, 0, [c.ptr(out), c.ptr(a), c.ptr(b), a.numel]);
+}
+
+export function cudaGatherRows(c: CudaContext, out: Tensor, x: Tensor, idx: Int32Array): void {
+  checkGather(out, x, idx);
+  assert(out.dtype === x.dtype && (x.dtype === 'f32' || x.dtype === 'i32'), () => `gatherRows: ${x} → ${out} (4-byte dtypes only)`);
+  const W = x.rowSize;
+  if (idx.length * W === 0) return;
+  const k = c.kernel(F.elementwise, 'elementwise_gather_b32', 'pppll');
+  c.launch(k, strideGrid(idx.length * W), 256, 0, [c.ptr(out), c.ptr(x), c.hostArg('gather-idx', idx), idx.length, W]);
+}
+
+export function cudaRoundBf16(c: CudaContext, x: Tensor): void {
+  f32Act(x, 'roundBf16 x');
+  if (x.numel > 0) c.launch(c.kernel(F.elementwise, 'elementwise_roundbf16_f32', 'pl'), strideGrid(x.numel), 256, 0, [c.ptr(x), x.numel]);
+}
+
+export function cudaGroupRmsnormGate(c: CudaContext, out: Tensor, x: Tensor, gate: Tensor, w: Tensor, groups: number, eps: number): void {
+  const [T, C, G] = checkGroupNormGate(out, x, gate, w, groups);
+  for (const t of [out, x, gate, w]) f32Act(t, 'groupRmsnormGate');
+  if (T === 0) return;
+  const k = c.kernel(F.gng, 'group_norm_gate_f32', 'ppppiif');
+  c.launch(k, [groups, T, 1], rowThreads(G), 0, [c.ptr(out), c.ptr(x), c.ptr(gate), c.ptr(w), C, G, eps]);
+}

@@ -1,0 +1,67 @@
+// GQA attention over a paged KV cache (rows [k (KVH·D) | v (KVH·D)]); a simple correct kernel:
+// one block per (query head, query token), online softmax over tiles of cached tokens.
+#include "../cuda-common.cuh"
+
+#define GQA_TILE 32
+#define GQA_MAX_D_PER_THREAD 8  // D ≤ 1024 with 128 threads
+
+// cache rows[i] = [k[i] | v[i]]; one block per token.
+extern "C" __global__ void gqa_cachewrite_f32(float* cache, const float* k, const float* v, const int* rows, int KD) {
+  const int i = blockIdx.x;
+  const long long dst = (long long)rows[i] * 2 * KD;
+  for (int c = threadIdx.x; c < 2 * KD; c += blockDim.x) cache[dst + c] = c < KD ? k[(long long)i * KD + c] : v[(long long)i * KD + c - KD];
+}
+
+// out [n, H·D]; query i attends to positions ≤ ctxStart + i; head h reads KV head h / (H/KVH).
+extern "C" __global__ void gqa_attend_f32(float* out, const float* q, const float* cache, const int* rows, int ctxStart, int H, int KVH, int D, float scale) {
+  __shared__ float sc[GQA_TILE];
+  extern __shared__ float qsh[];  // D floats
+  const int h = blockIdx.x, i = blockIdx.y;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  const int g = h / (H / KVH);
+  const long long KD = (long long)KVH * D, Wc = 2 * KD;
+  const int last = ctxStart + i;
+  for (int d = threadIdx.x; d < D; d += blockDim.x) qsh[d] = q[((long long)i * H + h) * D + d];
+  __syncthreads();
+  float acc[GQA_MAX_D_PER_THREAD];
+#pragma unroll
+  for (int r = 0; r < GQA_MAX_D_PER_THREAD; r++) acc[r] = 0.f;
+  float m = -INFINITY, sum = 0.f;
+  for (int s0 = 0; s0 <= last; s0 += GQA_TILE) {
+    for (int ts = warp; ts < GQA_TILE; ts += nwarps) {
+      const int s = s0 + ts;
+      float dot = 0.f;
+      if (s <= last) {
+        const float* kr = cache + (long long)rows[s] * Wc + (long long)g * D;
+        for (int d = lane; d < D; d += 32) dot += qsh[d] * kr[d];
+        dot = warp_sum(dot);
+      }
+      if (lane == 0) sc[ts] = s <= last ? dot * scale : -INFINITY;
+    }
+    __syncthreads();
+    float mt = m;
+    for (int ts = 0; ts < GQA_TILE; ts++) mt = fmaxf(mt, sc[ts]);
+    const float corr = expf(m - mt);
+    sum *= corr;
+#pragma unroll
+    for (int r = 0; r < GQA_MAX_D_PER_THREAD; r++) acc[r] *= corr;
+    for (int ts = 0; ts < GQA_TILE && s0 + ts <= last; ts++) {
+      const float p = expf(sc[ts] - mt);
+      sum += p;
+      const float* vr = cache + (long long)rows[s0 + ts] * Wc + KD + (long long)g * D;
+#pragma unroll
+      for (int r = 0; r < GQA_MAX_D_PER_THREAD; r++) {
+        const int d = threadIdx.x + r * blockDim.x;
+        if (d < D) acc[r] += p * vr[d];
+      }
+    }
+    m = mt;
+    __syncthreads();
+  }
+  const float inv = 1.f / sum;
+#pragma unroll
+  for (int r = 0; r < GQA_MAX_D_PER_THREAD; r++) {
+    const int d = threadIdx.x + r * blockDim.x;
+    if (d < D) out[((long long)i * H + h) * D + d] = acc[r] * inv;
+  }
+}

@@ -1,0 +1,151 @@
+// MoE router and routed experts (a correct base: the expert kernels are warp-per-row GEMVs over
+// gathered experts; token permutation + grouped GEMM with fused SwiGLU comes later).
+#include "../cuda-common.cuh"
+
+// Warp argmax: larger value wins, ties go to the lower index (the reference's order).
+__device__ __forceinline__ void warp_argmax(double& v, int& idx) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const double ov = __shfl_xor_sync(0xffffffffu, v, o);
+    const int oi = __shfl_xor_sync(0xffffffffu, idx, o);
+    if (ov > v || (ov == v && oi < idx)) {
+      v = ov;
+      idx = oi;
+    }
+  }
+}
+
+// One block per token (blockDim a multiple of 32). Scores in double so that selection agrees with
+// the float64 CPU path. Dynamic shared memory: 2·E doubles + E ints (scores, selection, mask).
+// G = 0: plain top-k; else group-limited (group score = sum of its top-2, keep kg groups).
+extern "C" __global__ void moe_route_f32(int* ids, float* wts, const float* logits, const float* bias, int E, int K, int G, int kg, int softmax, int renorm, float renormEps, float rsf) {
+  extern __shared__ double dsm[];
+  double* sc = dsm;
+  double* sel = dsm + E;
+  int* allowed = (int*)(dsm + 2 * E);
+  __shared__ double red[2];
+  const int t = blockIdx.x;
+  const float* lg = logits + (long long)t * E;
+  if (softmax) {
+    if (threadIdx.x == 0) {
+      double mx = -INFINITY;
+      for (int e = 0; e < E; e++) mx = fmax(mx, (double)lg[e]);
+      red[0] = mx;
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < E; e += blockDim.x) sc[e] = exp((double)lg[e] - red[0]);
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      double s = 0.0;
+      for (int e = 0; e < E; e++) s += sc[e];
+      red[1] = s;
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < E; e += blockDim.x) sc[e] /= red[1];
+  } else {
+    for (int e = threadIdx.x; e < E; e += blockDim.x) {
+      const double x = lg[e];
+      sc[e] = x >= 0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x));
+    }
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < E; e += blockDim.x) {
+    sel[e] = sc[e] + (bias ? (double)bias[e] : 0.0);
+    allowed[e] = 1;
+  }
+  __syncthreads();
+  if (threadIdx.x >= 32) return;
+  const int lane = threadIdx.x;
+  if (G > 0) {
+    // Group scores, one lane per group (lanes loop when G > 32), then kg rounds of warp argmax.
+    const int size = E / G;
+    double gsc[4];  // G ≤ 128
+    for (int r = 0; r < 4; r++) {
+      const int g = lane + 32 * r;
+      double a = -INFINITY, b = -INFINITY;
+      if (g < G)
+        for (int e = g * size; e < (g + 1) * size; e++) {
+          const double x = sel[e];
+          if (x > a) { b = a; a = x; } else if (x > b) b = x;
+        }
+      gsc[r] = g < G ? (size == 1 ? a : a + b) : -INFINITY;
+    }
+    unsigned int keep[4] = {0u, 0u, 0u, 0u};
+    for (int round = 0; round < kg; round++) {
+      double v = -INFINITY;
+      int idx = 0x7fffffff;
+      for (int r = 0; r < 4; r++) {
+        const int g = lane + 32 * r;
+        if (g < G && !keep[r] && (gsc[r] > v || (gsc[r] == v && g < idx))) { v = gsc[r]; idx = g; }
+      }
+      warp_argmax(v, idx);
+      for (int r = 0; r < 4; r++)
+        if (lane + 32 * r == idx) keep[r] = 1u;
+    }
+    for (int r = 0; r < 4; r++) {
+      const int g = lane + 32 * r;
+      if (g < G && !keep[r])
+        for (int e = g * size; e < (g + 1) * size; e++) allowed[e] = 0;
+    }
+    __syncwarp();
+  }
+  double total = 0.0;
+  for (int k = 0; k < K; k++) {
+    double v = -INFINITY;
+    int idx = 0x7fffffff;
+    for (int e = lane; e < E; e += 32)
+      if (allowed[e] && (sel[e] > v || (sel[e] == v && e < idx))) { v = sel[e]; idx = e; }
+    warp_argmax(v, idx);
+    if (lane == 0) {
+      allowed[idx] = 0;
+      ids[(long long)t * K + k] = idx;
+      total += sc[idx];
+    }
+    __syncwarp();
+  }
+  if (lane == 0) {
+    const double denom = renorm ? total + (double)renormEps : 1.0;
+    for (int k = 0; k < K; k++) wts[(long long)t * K + k] = (float)(sc[ids[(long long)t * K + k]] / denom * (double)rsf);
+  }
+}
+
+// h [TK, F] = silu(G_e x_t) ⊙ U_e x_t for pair p = t·K + k, e = ids[p]; a warp per (p, f).
+// w13 [E·2F, C]: per expert F gate rows then F up rows. grid (ceil(F / warps), T·K).
+template <typename W>
+__device__ void up(float* h, const float* x, const int* ids, const W* w13, int K, int C, int F) {
+  const int lane = threadIdx.x & 31;
+  const int f = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (f >= F) return;
+  const long long p = blockIdx.y;
+  const long long e = ids[p];
+  const float* xt = x + (p / K) * C;
+  const float g = warp_dot(w13 + (e * 2 * F + f) * C, xt, C, lane);
+  const float u = warp_dot(w13 + (e * 2 * F + F + f) * C, xt, C, lane);
+  if (lane == 0) h[p * F + f] = g * sigmoidf_(g) * u;
+}
+extern "C" __global__ void moe_up_bf16(float* h, const float* x, const int* ids, const unsigned short* w13, int K, int C, int F) { up(h, x, ids, w13, K, C, F); }
+extern "C" __global__ void moe_up_f32(float* h, const float* x, const int* ids, const float* w13, int K, int C, int F) { up(h, x, ids, w13, K, C, F); }
+
+// y [TK, C] = W2_e h_p; w2 [E·C, F]. grid (ceil(C / warps), T·K).
+template <typename W>
+__device__ void down(float* y, const float* h, const int* ids, const W* w2, int C, int F) {
+  const int lane = threadIdx.x & 31;
+  const int c = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (c >= C) return;
+  const long long p = blockIdx.y;
+  const long long e = ids[p];
+  const float d = warp_dot(w2 + (e * C + c) * F, h + p * F, F, lane);
+  if (lane == 0) y[p * C + c] = d;
+}
+extern "C" __global__ void moe_down_bf16(float* y, const float* h, const int* ids, const unsigned short* w2, int C, int F) { down(y, h, ids, w2, C, F); }
+extern "C" __global__ void moe_down_f32(float* y, const float* h, const int* ids, const float* w2, int C, int F) { down(y, h, ids, w2, C, F); }
+
+// out [T, C] = Σ_k wts[t, k] · y[t·K + k] in k order (deterministic, no atomics).
+extern "C" __global__ void moe_combine_f32(float* out, const float* y, const float* wts, long long T, int K, int C) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < T * C; i += (long long)gridDim.x * blockDim.x) {
+    const long long t = i / C, c = i % C;
+    float acc = 0.f;
+    for (int k = 0; k < K; k++) acc += wts[t * K + k] * y[(t * K + k) * C + c];
+    out[i] = acc;
+  }
+}
