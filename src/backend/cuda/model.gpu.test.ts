@@ -1,0 +1,136 @@
+/**
+ * Whole-model parity of the CUDA backend with the CPU backend on every tiny config variant and
+ * on the embedded model: logits NMSE ≤ 1e-4 at every prompt position, greedy tokens identical for
+ * 32 steps; on the GPU alone, chunked prefill equals one prefill. Skips without a CUDA device.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Backend } from '../backend.js';
+import { CpuBackend } from '../cpu/cpu-backend.js';
+import type { CacheSeq } from '../../cache/hybrid-cache.js';
+import { harness, type Harness } from '../../model/test-harness.js';
+import { writeTinyModel } from '../../model/tiny-checkpoint.js';
+import { tinyVariants } from '../../model/tiny-configs.js';
+import { compare, fmtStats } from '../../util/compare.js';
+import { Prng } from '../../util/prng.js';
+import { CudaBackend, cudaUnavailableReason } from './cuda-backend.js';
+
+const reason = cudaUnavailableReason();
+const skip = reason === null ? false : `no CUDA device: ${reason}`;
+const NMSE_MAX = 1e-4;
+const GREEDY_STEPS = 32;
+
+/** Package root from dist/src/backend/cuda or src/backend/cuda. */
+function embeddedModel(): string {
+  const here = dirname(fileURLToPath(import.meta.url));
+  const up = here.includes(`${'/'}dist${'/'}`) ? '../../../..' : '../../..';
+  return join(resolve(here, up), 'models', 'tiny-random');
+}
+
+/** Like test-harness runPrompt, but reads logits through be.download (device tensors). */
+function run(h: Harness, be: Backend, ids: readonly number[], chunk: number, seq?: CacheSeq): { logits: Float32Array[]; seq: CacheSeq } {
+  const s = seq ?? h.cache.allocSeq()!;
+  const start0 = s.length;
+  if (!h.cache.reserve(s, start0 + ids.length)) throw new Error('cache full');
+  const out: Float32Array[] = [];
+  for (let i = 0; i < ids.length; i += chunk) {
+    const len = Math.min(chunk, ids.length - i);
+    const ctx = start0 + i;
+    const logits = h.model.forward(
+      {
+        ids: Int32Array.from(ids.slice(i, i + len)),
+        positions: Int32Array.from({ length: len }, (_, j) => ctx + j),
+        seqs: [{ seq: s, start: 0, len, ctxStart: ctx }],
+        sampleRows: Int32Array.from({ length: len }, (_, j) => j),
+      },
+      h.cache,
+    );
+    const all = be.download(logits);
+    const V = logits.shape[1];
+    for (let j = 0; j < len; j++) out.push(all.slice(j * V, (j + 1) * V));
+  }
+  return { logits: out, seq: s };
+}
+
+function argmax(v: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < v.length; i++) if (v[i] > v[best]) best = i;
+  return best;
+}
+
+/** Gap between the best and second-best logit (how close a greedy choice was to a tie). */
+function margin(v: Float32Array): number {
+  const s = Array.from(v).sort((a, b) => b - a);
+  return s[0] - s[1];
+}
+
+function prompt(n: number, vocab: number, seed: number): number[] {
+  const rng = new Prng(seed);
+  return Array.from({ length: n }, () => rng.int(vocab));
+}
+
+describe('cuda model parity vs cpu', { skip }, () => {
+  let cpu: CpuBackend;
+  let gpu: CudaBackend;
+  const root = mkdtempSync(join(tmpdir(), 'bailing-gpu-model-'));
+  before(() => {
+    cpu = new CpuBackend({ threads: 4 });
+    gpu = new CudaBackend();
+  });
+  after(() => {
+    cpu?.dispose();
+    gpu?.dispose();
+    rmSync(root, { recursive: true, force: true });
+  });
+
+  const models = [...tinyVariants.map((v) => ({ name: v.name, dir: join(root, v.name), write: () => writeTinyModel(join(root, v.name), v.config, v.opts), promptLen: v.name === 'base' ? 300 : 40 })), { name: 'tiny-random (embedded)', dir: embeddedModel(), write: () => undefined, promptLen: 64 }];
+
+  for (const m of models)
+    test(`${m.name}: prompt logits NMSE ≤ ${NMSE_MAX}, ${GREEDY_STEPS} greedy tokens identical`, (t) => {
+      m.write();
+      const hc = harness(m.dir, cpu);
+      const hg = harness(m.dir, gpu);
+      const V = hc.model.spec.config.vocab_size;
+      const ids = prompt(m.promptLen, Math.min(V, 90), 11);
+      const rc = run(hc, cpu, ids, 64);
+      const rg = run(hg, gpu, ids, 64);
+      let worst = 0;
+      for (let i = 0; i < ids.length; i++) {
+        const s = compare(rg.logits[i], rc.logits[i]);
+        worst = Math.max(worst, s.nmse);
+        assert.ok(s.nmse <= NMSE_MAX, `${m.name} prompt position ${i}: ${fmtStats(s)}`);
+      }
+      t.diagnostic(`prompt of ${ids.length}: worst position NMSE ${worst.toExponential(2)}`);
+      const tc: number[] = [], tg: number[] = [];
+      let lc = rc.logits[rc.logits.length - 1], lg = rg.logits[rg.logits.length - 1];
+      let worstDecode = 0, minMargin = Infinity;
+      for (let step = 0; step < GREEDY_STEPS; step++) {
+        tc.push(argmax(lc));
+        tg.push(argmax(lg));
+        minMargin = Math.min(minMargin, margin(lc));
+        assert.deepEqual(tg, tc, `${m.name}: greedy tokens diverge at step ${step} (cpu margin ${margin(lc).toExponential(2)})`);
+        lc = run(hc, cpu, [tc[step]], 1, rc.seq).logits[0];
+        lg = run(hg, gpu, [tg[step]], 1, rg.seq).logits[0];
+        worstDecode = Math.max(worstDecode, compare(lg, lc).nmse);
+      }
+      t.diagnostic(`greedy ${GREEDY_STEPS} tokens identical; decode logits worst NMSE ${worstDecode.toExponential(2)}; smallest top-2 margin ${minMargin.toExponential(2)}`);
+      assert.ok(worstDecode <= NMSE_MAX, `${m.name}: decode logits NMSE ${worstDecode}`);
+    });
+
+  test('GPU: chunked prefill (7, 64) equals one prefill (base, 300 tokens)', (t) => {
+    const dir = join(root, 'base');
+    const ids = prompt(300, 90, 6);
+    const whole = run(harness(dir, gpu), gpu, ids, 300);
+    for (const chunk of [7, 64]) {
+      const chunked = run(harness(dir, gpu), gpu, ids, chunk);
+      let worst = 0;
+      for (let i = 0; i < ids.length; i++) worst = Math.max(worst, compare(chunked.logits[i], whole.logits[i]).nmse);
+      t.diagnostic(`chunk ${chunk}: worst NMSE ${worst.toExponential(2)}`);
+      assert.ok(worst <= NMSE_MAX, `chunk ${chunk}: NMSE ${worst}`);
+    }
+  });
+});

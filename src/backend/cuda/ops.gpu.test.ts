@@ -1,0 +1,269 @@
+/**
+ * Op conformance on the GPU: every op of the CUDA backend against the CPU backend on the same
+ * seeded inputs, at edge shapes (T = 1, odd sizes, misaligned row views) and a few real ones.
+ * GPU outputs are poisoned with NaN first, so an unwritten element fails. NMSE and max-abs are
+ * reported per case. Skips with the reason when no CUDA device is present.
+ */
+import { after, before, describe, test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import type { LightningParams, MlaParams, RopeSpec, RouterParams } from '../backend.js';
+import { CpuBackend } from '../cpu/cpu-backend.js';
+import type { Dtype, Tensor } from '../../tensor/tensor.js';
+import { compare, fmtStats } from '../../util/compare.js';
+import { Prng } from '../../util/prng.js';
+import { CudaBackend, cudaUnavailableReason } from './cuda-backend.js';
+import { GEMV_MAX_T } from './ops-basic.js';
+
+const reason = cudaUnavailableReason();
+const skip = reason === null ? false : `no CUDA device: ${reason}`;
+
+/** f32 math on both sides: only accumulation order differs. */
+const TOL_F32 = 1e-8;
+/** cuBLASLt with bf16 weights rounds the activations to bf16 too. */
+const TOL_BF16_GEMM = 1e-4;
+
+describe('cuda ops vs cpu', { skip }, () => {
+  let cpu: CpuBackend;
+  let gpu: CudaBackend;
+  const rng = new Prng(20261126);
+  before(() => {
+    cpu = new CpuBackend({ threads: 4 });
+    gpu = new CudaBackend();
+  });
+  after(() => {
+    cpu?.dispose();
+    gpu?.dispose();
+  });
+
+  const randn = (n: number, scale = 1): Float64Array => Float64Array.from({ length: n }, () => rng.normal() * scale);
+  const numel = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);
+  /** The same values on both backends. */
+  const both = (shape: readonly number[], values: ArrayLike<number>, dtype: Dtype = 'f32'): { c: Tensor; g: Tensor } => {
+    const c = cpu.alloc(dtype, shape);
+    cpu.upload(c, values);
+    const g = gpu.alloc(dtype, shape);
+    gpu.upload(g, values);
+    return { c, g };
+  };
+  const rand = (shape: readonly number[], scale = 1, dtype: Dtype = 'f32'): { c: Tensor; g: Tensor } => both(shape, randn(numel(shape), scale), dtype);
+  /** Output pair: zeros on the CPU, NaN on the GPU. */
+  const out = (shape: readonly number[], dtype: Dtype = 'f32'): { c: Tensor; g: Tensor } => {
+    const c = cpu.alloc(dtype, shape);
+    const g = gpu.alloc(dtype, shape);
+    if (dtype !== 'i32') gpu.upload(g, new Float64Array(numel(shape)).fill(NaN));
+    return { c, g };
+  };
+  const check = (t: TestContext, what: string, p: { c: Tensor; g: Tensor }, tol = TOL_F32): void => {
+    const got = gpu.download(p.g);
+    const want = cpu.download(p.c);
+    const s = compare(got, want);
+    t.diagnostic(`${what}: ${fmtStats(s)}`);
+    assert.ok(got.every(Number.isFinite), `${what}: non-finite output (unwritten element?)`);
+    assert.ok(s.nmse <= tol, `${what}: NMSE ${s.nmse.toExponential(2)} > ${tol} (${fmtStats(s)})`);
+  };
+
+  test('matmul: GEMV (T ≤ 8) and cuBLASLt paths, f32 and bf16 weights, bias, misaligned row views', (t) => {
+    const shapes: [number, number, number][] = [[1, 33, 40], [3, 7, 12], [GEMV_MAX_T, 100, 4096], [GEMV_MAX_T + 1, 48, 40], [17, 96, 12], [64, 256, 512], [300, 96, 32]];
+    for (const [T, N, K] of shapes)
+      for (const wd of ['f32', 'bf16'] as const)
+        for (const withBias of [false, true]) {
+          const x = rand([T, K]);
+          const w = rand([N, K], 1 / Math.sqrt(K), wd);
+          const b = withBias ? rand([N]) : null;
+          const o = out([T, N]);
+          cpu.ops.matmul(o.c, x.c, w.c, b?.c ?? null);
+          gpu.ops.matmul(o.g, x.g, w.g, b?.g ?? null);
+          check(t, `T=${T} N=${N} K=${K} ${wd}${withBias ? ' +bias' : ''}`, o, wd === 'bf16' && T > GEMV_MAX_T ? TOL_BF16_GEMM : TOL_F32);
+        }
+    // Row views at odd offsets (qkv split with K = 12: rows start 24 bytes apart).
+    for (const [T, K] of [[1, 12], [40, 12], [40, 64]]) {
+      const x = rand([T, K]);
+      const w = rand([3 * 5, K], 0.3, 'bf16');
+      const o = out([T, 5]);
+      cpu.ops.matmul(o.c, x.c, w.c.rows(5, 5), null);
+      gpu.ops.matmul(o.g, x.g, w.g.rows(5, 5), null);
+      check(t, `row view T=${T} K=${K}`, o, T > GEMV_MAX_T ? TOL_BF16_GEMM : TOL_F32);
+    }
+  });
+
+  test('embedding, rmsnorm, addRmsnorm, headRmsnorm', (t) => {
+    for (const dt of ['f32', 'bf16'] as const) {
+      const table = rand([50, 40], 1, dt);
+      const ids = Int32Array.from([0, 49, 7, 7, 13]);
+      const o = out([ids.length, 40]);
+      cpu.ops.embedding(o.c, table.c, ids);
+      gpu.ops.embedding(o.g, table.g, ids);
+      check(t, `embedding ${dt}`, o);
+    }
+    for (const [T, C] of [[1, 33], [3, 4096], [7, 32]]) {
+      const x = rand([T, C]), w = rand([C]);
+      const o = out([T, C]);
+      cpu.ops.rmsnorm(o.c, x.c, w.c, 1e-6);
+      gpu.ops.rmsnorm(o.g, x.g, w.g, 1e-6);
+      check(t, `rmsnorm T=${T} C=${C}`, o);
+      const r = rand([T, C]);
+      const o2 = out([T, C]);
+      cpu.ops.addRmsnorm(o2.c, r.c, x.c, w.c, 1e-5);
+      gpu.ops.addRmsnorm(o2.g, r.g, x.g, w.g, 1e-5);
+      check(t, `addRmsnorm out T=${T} C=${C}`, o2);
+      check(t, `addRmsnorm residual T=${T} C=${C}`, r);
+    }
+    for (const [T, H, D] of [[1, 4, 8], [5, 32, 128], [3, 3, 7]]) {
+      const x = rand([T, H * D]), w = rand([D]);
+      cpu.ops.headRmsnorm(x.c, x.c, w.c, D, 1e-6); // in place, as the model calls it
+      gpu.ops.headRmsnorm(x.g, x.g, w.g, D, 1e-6);
+      check(t, `headRmsnorm T=${T} H=${H} D=${D}`, x);
+    }
+  });
+
+  test('rope (neox partial, gptj offset), silu, siluMul, add, gatherRows, roundBf16', (t) => {
+    const T = 6;
+    const positions = Int32Array.from([0, 1, 17, 4095, 32767, 100003]);
+    const specs: RopeSpec[] = [
+      { style: 'neox', nHeads: 4, headStride: 16, offset: 0, rotaryDim: 8, invFreq: Float64Array.from({ length: 4 }, (_, i) => 10000 ** (-i / 4)) },
+      { style: 'gptj', nHeads: 3, headStride: 10, offset: 6, rotaryDim: 4, invFreq: Float64Array.from({ length: 2 }, (_, i) => 10000 ** (-i / 2)) },
+    ];
+    for (const s of specs) {
+      const x = rand([T, s.nHeads * s.headStride + 3]);
+      cpu.ops.rope(x.c, positions, s);
+      gpu.ops.rope(x.g, positions, s);
+      check(t, `rope ${s.style}`, x);
+    }
+    const x = rand([5, 37], 3);
+    const o = out([5, 37]);
+    cpu.ops.silu(o.c, x.c);
+    gpu.ops.silu(o.g, x.g);
+    check(t, 'silu', o);
+    const gu = rand([5, 2 * 19], 2);
+    const h = out([5, 19]);
+    cpu.ops.siluMul(h.c, gu.c);
+    gpu.ops.siluMul(h.g, gu.g);
+    check(t, 'siluMul', h);
+    const b = rand([5, 37]);
+    const s = out([5, 37]);
+    cpu.ops.add(s.c, x.c, b.c);
+    gpu.ops.add(s.g, x.g, b.g);
+    check(t, 'add', s);
+    const idx = Int32Array.from([4, 0, 4, 2]);
+    const gr = out([4, 37]);
+    cpu.ops.gatherRows(gr.c, x.c, idx);
+    gpu.ops.gatherRows(gr.g, x.g, idx);
+    check(t, 'gatherRows', gr, 0);
+    cpu.ops.roundBf16(x.c);
+    gpu.ops.roundBf16(x.g);
+    check(t, 'roundBf16', x, 0);
+  });
+
+  test('lightning prefill (canonical, vLLM quirk, bf16 state) and batched decode', (t) => {
+    for (const [H, D, n, quirk, bf16] of [[4, 8, 1, false, false], [4, 8, 37, false, false], [2, 128, 300, false, false], [3, 16, 300, true, true], [2, 128, 5, false, true]] as const) {
+      const p: LightningParams = { nHeads: H, headDim: D, decay: Float64Array.from({ length: H }, (_, h) => 0.01 + 0.3 * h), scale: D ** -0.5, chunk: quirk ? 256 : 16, vllmPrefillQuirk: quirk, stateBf16: bf16 };
+      const q = rand([n, H * D]), k = rand([n, H * D]), v = rand([n, H * D]);
+      const st = rand([H, D, D], 0.5);
+      const o = out([n, H * D]);
+      cpu.ops.lightningPrefill(o.c, q.c, k.c, v.c, st.c, p);
+      gpu.ops.lightningPrefill(o.g, q.g, k.g, v.g, st.g, p);
+      const what = `prefill H=${H} D=${D} n=${n}${quirk ? ' quirk' : ''}${bf16 ? ' bf16-state' : ''}`;
+      check(t, `${what} o`, o, 1e-7);
+      check(t, `${what} state`, st, bf16 ? 1e-5 : 1e-7);
+    }
+    for (const [H, D] of [[4, 8], [32, 128]]) {
+      const p: LightningParams = { nHeads: H, headDim: D, decay: Float64Array.from({ length: H }, (_, h) => 0.02 * (h + 1)), scale: D ** -0.5, chunk: 16, vllmPrefillQuirk: false, stateBf16: false };
+      const slots = Int32Array.from([2, 0, 5]);
+      const q = rand([3, H * D]), k = rand([3, H * D]), v = rand([3, H * D]);
+      const states = rand([6, H, D, D], 0.5);
+      const o = out([3, H * D]);
+      cpu.ops.lightningDecode(o.c, q.c, k.c, v.c, states.c, slots, p);
+      gpu.ops.lightningDecode(o.g, q.g, k.g, v.g, states.g, slots, p);
+      check(t, `decode H=${H} D=${D} o`, o);
+      check(t, `decode H=${H} D=${D} states`, states);
+    }
+  });
+
+  test('groupRmsnormGate', (t) => {
+    for (const [T, C, groups] of [[1, 32, 1], [5, 32, 4], [3, 4096, 4], [2, 24, 3]]) {
+      const x = rand([T, C]), g = rand([T, C]), w = rand([C]);
+      const o = out([T, C]);
+      cpu.ops.groupRmsnormGate(o.c, x.c, g.c, w.c, groups, 1e-6);
+      gpu.ops.groupRmsnormGate(o.g, x.g, g.g, w.g, groups, 1e-6);
+      check(t, `T=${T} C=${C} groups=${groups}`, o);
+    }
+  });
+
+  test('MLA cache write + attention (prefill from 0, chunk after context, decode), paged', (t) => {
+    for (const [H, Dn, Dr, Dv, L] of [[4, 6, 4, 5, 12], [4, 128, 64, 128, 512]]) {
+      const p: MlaParams = { nHeads: H, qkNope: Dn, qkRope: Dr, vHead: Dv, kvLora: L, scale: (Dn + Dr) ** -0.5, blockSize: 16 };
+      const blocks = 8;
+      const cache = out([blocks * 16, L + Dr]);
+      cpu.upload(cache.c, new Float64Array(cache.c.numel));
+      gpu.upload(cache.g, new Float64Array(cache.g.numel));
+      const blockTable = Int32Array.from([5, 2, 7, 0, 3, 1, 6, 4]);
+      const kvB = rand([H * (Dn + Dv), L], 1 / Math.sqrt(L));
+      let ctx = 0;
+      for (const n of [19, 1, 40, 1]) {
+        const seq = { blockTable, ctxStart: ctx };
+        const ckv = rand([n, L]), kpe = rand([n, Dr]);
+        cpu.ops.mlaCacheWrite(cache.c, ckv.c, kpe.c, seq, p);
+        gpu.ops.mlaCacheWrite(cache.g, ckv.g, kpe.g, seq, p);
+        const q = rand([n, H * (Dn + Dr)], 0.5);
+        const o = out([n, H * Dv]);
+        const attend = n === 1 ? 'mlaDecodeAbsorbed' : 'mlaPrefillExpanded';
+        cpu.ops[attend](o.c, q.c, cache.c, kvB.c, seq, p);
+        gpu.ops[attend](o.g, q.g, cache.g, kvB.g, seq, p);
+        check(t, `L=${L} ${attend} ctx=${ctx} n=${n}`, o, 1e-7);
+        ctx += n;
+      }
+    }
+  });
+
+  test('GQA cache write + attention', (t) => {
+    for (const [H, KVH, D] of [[4, 2, 16], [8, 1, 128], [3, 3, 7]]) {
+      const p = { nHeads: H, nKvHeads: KVH, headDim: D, scale: D ** -0.5, blockSize: 16 };
+      const cache = both([6 * 16, 2 * KVH * D], new Float64Array(6 * 16 * 2 * KVH * D));
+      const blockTable = Int32Array.from([3, 0, 5, 1, 4, 2]);
+      let ctx = 0;
+      for (const n of [21, 1, 30]) {
+        const seq = { blockTable, ctxStart: ctx };
+        const k = rand([n, KVH * D]), v = rand([n, KVH * D]);
+        cpu.ops.gqaCacheWrite(cache.c, k.c, v.c, seq, p);
+        gpu.ops.gqaCacheWrite(cache.g, k.g, v.g, seq, p);
+        const q = rand([n, H * D], 0.5);
+        const o = out([n, H * D]);
+        cpu.ops.gqaAttention(o.c, q.c, cache.c, seq, p);
+        gpu.ops.gqaAttention(o.g, q.g, cache.g, seq, p);
+        check(t, `H=${H} KVH=${KVH} D=${D} ctx=${ctx} n=${n}`, o, 1e-7);
+        ctx += n;
+      }
+    }
+  });
+
+  test('MoE route (grouped sigmoid + bias, softmax top-k, real size) and experts (f32, bf16)', (t) => {
+    const routers: RouterParams[] = [
+      { nExperts: 16, topK: 4, nGroup: 4, topkGroup: 2, scoreFunction: 'sigmoid', renormalize: true, renormEps: 1e-20, routedScalingFactor: 2.5 },
+      { nExperts: 6, topK: 2, nGroup: null, topkGroup: null, scoreFunction: 'softmax', renormalize: false, renormEps: 0, routedScalingFactor: 1 },
+      { nExperts: 256, topK: 8, nGroup: 8, topkGroup: 4, scoreFunction: 'sigmoid', renormalize: true, renormEps: 1e-20, routedScalingFactor: 2.5 },
+    ];
+    for (const p of routers) {
+      const T = 9;
+      const logits = rand([T, p.nExperts], 2);
+      const bias = p.scoreFunction === 'sigmoid' ? rand([p.nExperts], 0.1) : null;
+      const ids = out([T, p.topK], 'i32'), w = out([T, p.topK]);
+      cpu.ops.moeRoute(ids.c, w.c, logits.c, bias?.c ?? null, p);
+      gpu.ops.moeRoute(ids.g, w.g, logits.g, bias?.g ?? null, p);
+      assert.deepEqual(Array.from(gpu.download(ids.g)), Array.from(cpu.download(ids.c)), `route E=${p.nExperts}: expert ids`);
+      check(t, `route E=${p.nExperts} weights`, w, 1e-12);
+    }
+    for (const wd of ['f32', 'bf16'] as const)
+      for (const T of [1, 5, 700]) {
+        const E = 8, K = 2, C = 32, Fw = 16;
+        const x = rand([T, C]);
+        const idv = Float64Array.from({ length: T * K }, (_, i) => (i * 5 + Math.floor(i / K)) % E);
+        const ids = both([T, K], idv, 'i32');
+        const wts = rand([T, K]);
+        const w13 = rand([E * 2 * Fw, C], 1 / Math.sqrt(C), wd), w2 = rand([E * C, Fw], 1 / Math.sqrt(Fw), wd);
+        const o = out([T, C]);
+        cpu.ops.moeExperts(o.c, x.c, ids.c, wts.c, w13.c, w2.c, Fw);
+        gpu.ops.moeExperts(o.g, x.g, ids.g, wts.g, w13.g, w2.g, Fw);
+        check(t, `experts ${wd} T=${T}`, o);
+      }
+  });
+});
