@@ -22,9 +22,13 @@ function usage(s: RunStats): { prompt_tokens: number; completion_tokens: number;
   return { prompt_tokens: s.promptTokens, completion_tokens: s.completionTokens, total_tokens: s.promptTokens + s.completionTokens };
 }
 
-/** Token text for logprobs (a byte token inside a character shows as U+FFFD). */
+/**
+ * Token text for logprobs: its decoded text, or its vocabulary piece when it decodes to U+FFFD
+ * alone (a byte inside a character), so distinct tokens keep distinct keys in top_logprobs.
+ */
 function tokenText(ctx: ServeContext, id: number): string {
-  return ctx.tokenizer.decode([id]);
+  const t = ctx.tokenizer.decode([id]);
+  return t.includes('\uFFFD') ? (ctx.tokenizer.idToToken(id) ?? t) : t;
 }
 
 function chatLogprobs(ctx: ServeContext, lps: readonly LogprobEntry[]): { content: unknown[] } {

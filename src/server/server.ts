@@ -7,6 +7,7 @@
 import { timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { EngineDriver } from '../engine/driver.js';
 import type { Engine } from '../engine/engine.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
@@ -75,6 +76,17 @@ export class BailingServer {
     };
     this.routes();
     this.http = createServer((req, res) => this.handle(req, res));
+    this.http.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.clientError(err, socket));
+  }
+
+  /** Unparseable HTTP (bad request line, oversized headers, stray bytes): an OpenAI-shaped 4xx, then close. */
+  private clientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+    if (err.code === 'ECONNRESET' || !socket.writable) return void socket.destroy();
+    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+    const reason = status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request';
+    const body = JSON.stringify({ error: { message: `malformed HTTP request (${err.code ?? 'parse error'})`, type: 'invalid_request_error', param: null, code: null } });
+    this.metrics.status(status);
+    socket.end(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
   }
 
   private routes(): void {
