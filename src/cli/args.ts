@@ -7,11 +7,11 @@ import type { SamplingParamsInput } from '../engine/sampler.js';
 import type { Compat } from '../model/config.js';
 import { InvalidRequestError } from '../util/errors.js';
 
-/** The model shipped in the package (used when --model is not given). */
+/** The model shipped in the package (used when --model is not given): tiny-brown, trained on the Brown corpus. */
 export function embeddedModelDir(): string {
   // dist/src/cli/args.js → package root
   const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-  return join(root, 'models', 'tiny-random');
+  return join(root, 'models', 'tiny-brown');
 }
 
 export const commonOptions = {

@@ -14,6 +14,7 @@ import type { ChatMessage } from '../tokenizer/tokenizer.js';
 import { BailingError } from '../util/errors.js';
 import { commonOptions, compat, device, modelDir, num, samplingInput, samplingOptions } from './args.js';
 import { inspectCommand } from './inspect.js';
+import { perplexityCommand } from './perplexity.js';
 import { benchCommand } from './bench-serve.js';
 import { serveCommand } from './serve.js';
 
@@ -23,6 +24,7 @@ usage:
   bailing generate [PROMPT] [options]   complete PROMPT (or stdin) and stream the text
   bailing chat [options]                interactive chat with the model's chat template
   bailing inspect [options]             layer plan, parameters, cache and memory estimate
+  bailing perplexity FILE [options]     perplexity of a text file (--window N tokens, default 256)
   bailing serve [options]               OpenAI-compatible HTTP server (bailing serve --help)
   bailing bench serve [options]         load-test a running server (bailing bench serve --help)
 
@@ -164,6 +166,8 @@ async function main(argv: string[]): Promise<void> {
       return chatCommand(rest);
     case 'inspect':
       return inspectCommand(rest);
+    case 'perplexity':
+      return perplexityCommand(rest);
     case 'serve':
       return serveCommand(rest);
     case 'bench':
