@@ -149,7 +149,8 @@ function main(): void {
     d.eventSync(e1);
     wall.push(performance.now() - w0);
     dev.push(d.eventElapsed(e0, e1));
-    tok = l.indexOf(Math.max(...l));
+    tok = 0;
+    for (let v = 1; v < l.length; v++) if (l[v] > l[tok]) tok = v;
   }
   const wallMs = median(wall.slice(3)), devMs = median(dev.slice(3));
   const bytes = decodeBytes(spec, ctx);

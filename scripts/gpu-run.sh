@@ -15,6 +15,11 @@ if [ "$what" = tests ] || [ "$what" = all ]; then
   rc=${PIPESTATUS[0]}
   echo "test:gpu exit $rc"
 fi
+if [ "$what" = all ]; then
+  # The CLI end to end on the embedded model: greedy text must match the CPU backend's.
+  for dev in cpu cuda; do node dist/src/cli/main.js generate "The jury said" --device "$dev" --max-tokens 16 --temperature 0 > "$OUT/generate-$dev.txt" 2> "$OUT/generate-$dev.err"; echo "generate --device $dev exit $?"; done
+  if cmp -s "$OUT/generate-cpu.txt" "$OUT/generate-cuda.txt"; then echo "generate: cuda output identical to cpu"; else echo "generate: cuda output DIFFERS from cpu"; rc=1; fi
+fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
   node dist/bench/cuda-decode-bench.js --ctx 1024 --steps 30 --out "$OUT/cuda-decode.json" 2>&1 | tee "$OUT/bench.log"
   echo "bench exit ${PIPESTATUS[0]}"

@@ -29,6 +29,12 @@ export class CudaContext {
   private readonly plans = new Map<string, LtPlan | null>();
   private readonly scratchBufs = new Map<string, DeviceBuffer>();
   private readonly smemSet = new Map<Kernel, number>();
+  /**
+   * bf16-weight GEMMs split the f32 activations into bf16 hi + lo and run two GEMMs, so the large-T
+   * path computes what the GEMV path and the CPU backend compute (f32-faithful); false: one GEMM
+   * on bf16-rounded activations (twice as fast, NMSE ~1e-6 per matmul).
+   */
+  gemmSplit = true;
   /** When set, every launch is bracketed by events and timed per kernel name (costs ~µs a launch). */
   profile: KernelProfile | null = null;
 
@@ -125,10 +131,10 @@ export class CudaContext {
   }
 
   /**
-   * D [T,N] f32 = B [T,K] · A [N,K]ᵀ, A and B both bf16 or both f32, fp32 accumulation, through
-   * cuBLASLt. False when cuBLASLt has no algorithm for these shapes and alignments.
+   * D [T,N] f32 = B [T,K] · A [N,K]ᵀ (+ beta·D), A and B both bf16 or both f32, fp32 accumulation,
+   * through cuBLASLt. False when cuBLASLt has no algorithm for these shapes and alignments.
    */
-  gemm(abDtype: 'bf16' | 'f32', D: bigint, A: bigint, B: bigint, T: number, N: number, K: number): boolean {
+  gemm(abDtype: 'bf16' | 'f32', D: bigint, A: bigint, B: bigint, T: number, N: number, K: number, beta = 0): boolean {
     const align = [alignmentOf(A), alignmentOf(B), alignmentOf(D), alignmentOf(D)] as const;
     const key = `${abDtype}:${T}:${N}:${K}:${align.join(',')}`;
     let plan = this.plans.get(key);
@@ -138,7 +144,7 @@ export class CudaContext {
     }
     if (plan === null) return false;
     const ws = this.scratch('lt-workspace', LT_WORKSPACE);
-    this.timed(`cublasLt_${abDtype}`, () => this.driver.ltMatmul(this.lt, plan, A, B, D, ws, LT_WORKSPACE, this.stream));
+    this.timed(`cublasLt_${abDtype}`, () => this.driver.ltMatmul(this.lt, plan, A, B, D, beta, ws, LT_WORKSPACE, this.stream));
     return true;
   }
 

@@ -435,11 +435,11 @@ export class CudaDriver {
     this.checkLt('cublasLtMatmulDescDestroy', this.lt.cublasLtMatmulDescDestroy(p.desc));
   }
 
-  /** Run a plan: D = A·B (alpha 1, beta 0, D also passed as C). */
-  ltMatmul(h: Handle, p: LtPlan, A: bigint, B: bigint, D: bigint, ws: bigint, wsBytes: number, s: Handle): void {
+  /** Run a plan: D = A·B + beta·D (D also passed as C). */
+  ltMatmul(h: Handle, p: LtPlan, A: bigint, B: bigint, D: bigint, beta: number, ws: bigint, wsBytes: number, s: Handle): void {
     this.checkLt(
       'cublasLtMatmul',
-      this.lt.cublasLtMatmul(h, p.desc, Float32Array.of(1), A, p.a, B, p.b, Float32Array.of(0), D, p.d, D, p.d, p.algo, ws, wsBytes, s),
+      this.lt.cublasLtMatmul(h, p.desc, Float32Array.of(1), A, p.a, B, p.b, Float32Array.of(beta), D, p.d, D, p.d, p.algo, ws, wsBytes, s),
     );
   }
 }

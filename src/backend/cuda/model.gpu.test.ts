@@ -5,7 +5,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -24,11 +24,11 @@ const skip = reason === null ? false : `no CUDA device: ${reason}`;
 const NMSE_MAX = 1e-4;
 const GREEDY_STEPS = 32;
 
-/** Package root from dist/src/backend/cuda or src/backend/cuda. */
-function embeddedModel(): string {
+/** The shipped models (package root from dist/src/backend/cuda or src/backend/cuda). */
+function embeddedModels(): { name: string; dir: string }[] {
   const here = dirname(fileURLToPath(import.meta.url));
-  const up = here.includes(`${'/'}dist${'/'}`) ? '../../../..' : '../../..';
-  return join(resolve(here, up), 'models', 'tiny-random');
+  const root = resolve(here, here.includes(`${'/'}dist${'/'}`) ? '../../../..' : '../../..');
+  return ['tiny-random', 'tiny-brown'].map((n) => ({ name: n, dir: join(root, 'models', n) })).filter((m) => existsSync(join(m.dir, 'config.json')));
 }
 
 /** Like test-harness runPrompt, but reads logits through be.download (device tensors). */
@@ -87,7 +87,7 @@ describe('cuda model parity vs cpu', { skip }, () => {
     rmSync(root, { recursive: true, force: true });
   });
 
-  const models = [...tinyVariants.map((v) => ({ name: v.name, dir: join(root, v.name), write: () => writeTinyModel(join(root, v.name), v.config, v.opts), promptLen: v.name === 'base' ? 300 : 40 })), { name: 'tiny-random (embedded)', dir: embeddedModel(), write: () => undefined, promptLen: 64 }];
+  const models = [...tinyVariants.map((v) => ({ name: v.name, dir: join(root, v.name), write: () => writeTinyModel(join(root, v.name), v.config, v.opts), promptLen: v.name === 'base' ? 300 : 40 })), ...embeddedModels().map((m) => ({ name: `${m.name} (shipped)`, dir: m.dir, write: () => undefined, promptLen: 64 }))];
 
   for (const m of models)
     test(`${m.name}: prompt logits NMSE ≤ ${NMSE_MAX}, ${GREEDY_STEPS} greedy tokens identical`, (t) => {

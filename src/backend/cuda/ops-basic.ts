@@ -50,13 +50,19 @@ export function cudaMatmul(c: CudaContext, out: Tensor, x: Tensor, w: Tensor, bi
   if (T === 0 || N === 0) return;
   const pb = bias ? c.ptr(bias) : 0n;
   if (T > GEMV_MAX_T && K > 0) {
-    // cuBLASLt wants A and B in one dtype: bf16 weights take a bf16 copy of x (fp32 accumulation).
-    let B = c.ptr(x);
-    if (w.dtype === 'bf16') {
-      B = c.scratch('matmul-xbf16', T * K * 2);
+    let ok: boolean;
+    if (w.dtype === 'f32') ok = c.gemm('f32', c.ptr(out), c.ptr(w), c.ptr(x), T, N, K);
+    else if (c.gemmSplit) {
+      // cuBLASLt wants A and B in one dtype: x = hi + lo in bf16, two GEMMs accumulate in fp32.
+      const hi = c.scratch('matmul-xhi', T * K * 2), lo = c.scratch('matmul-xlo', T * K * 2);
+      c.launch(c.kernel(F.matmul, 'matmul_castsplit_bf16', 'pppl'), strideGrid(T * K), 256, 0, [hi, lo, c.ptr(x), T * K]);
+      ok = c.gemm('bf16', c.ptr(out), c.ptr(w), hi, T, N, K) && c.gemm('bf16', c.ptr(out), c.ptr(w), lo, T, N, K, 1);
+    } else {
+      const B = c.scratch('matmul-xhi', T * K * 2);
       c.launch(c.kernel(F.matmul, 'matmul_castx_bf16', 'ppl'), strideGrid(T * K), 256, 0, [B, c.ptr(x), T * K]);
+      ok = c.gemm('bf16', c.ptr(out), c.ptr(w), B, T, N, K);
     }
-    if (c.gemm(w.dtype, c.ptr(out), c.ptr(w), B, T, N, K)) {
+    if (ok) {
       if (bias) c.launch(c.kernel(F.matmul, 'matmul_bias_f32', 'ppli'), strideGrid(T * N), 256, 0, [c.ptr(out), pb, T, N]);
       return;
     }
