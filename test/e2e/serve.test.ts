@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import OpenAI from 'openai';
-import { raw, ROOT, scrape, startServer, waitAllFree, type Running } from './serve-util.js';
+import { raw, ROOT, scrape, startServer, TINY, waitAllFree, type Running } from './serve-util.js';
 
 let s: Running;
 before(async () => {
@@ -230,30 +230,38 @@ test('SSE: keep-alive comments while a long prompt is prefilled in small chunks'
 });
 
 test('bailing serve as a child: SIGTERM drains the in-flight stream, then exits 0', async () => {
-  const child = spawn(process.execPath, [join(ROOT, 'dist/src/cli/main.js'), 'serve', '--port', '0', '--max-model-len', '256', '--threads', '1'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let err = '';
-  const url = await new Promise<string>((res, rej) => {
-    child.stderr.on('data', (c: Buffer) => {
-      err += c.toString();
-      const m = /"url":"([^"]+)"/.exec(err);
-      if (m) res(m[1]);
-    });
-    child.on('exit', () => rej(new Error(`serve exited: ${err}`)));
-  });
-  const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'x', maxRetries: 0 });
-  const stream = await client.completions.create({ model: 'tiny-random', prompt: 'drain me', max_tokens: 40, ...greedy, stream: true, stream_options: { include_usage: true } });
+  const args = [join(ROOT, 'dist/src/cli/main.js'), 'serve', '--model', TINY, '--port', '0', '--max-model-len', '256', '--threads', '1'];
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
-  let signalled = false;
-  let tokens = 0;
-  for await (const chunk of stream) {
-    if (!signalled) {
-      child.kill('SIGTERM');
-      signalled = true;
+  let err = '';
+  try {
+    const url = await new Promise<string>((res, rej) => {
+      child.stderr.on('data', (c: Buffer) => {
+        err += c.toString();
+        const m = /"url":"([^"]+)"/.exec(err);
+        if (m) res(m[1]);
+      });
+      void exited.then(() => rej(new Error(`serve exited: ${err}`)));
+    });
+    const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'x', maxRetries: 0 });
+    const model = (await client.models.list()).data[0].id;
+    assert.equal(model, 'tiny-random', 'the directory name is the default model id');
+    const stream = await client.completions.create({ model, prompt: 'drain me', max_tokens: 40, ...greedy, stream: true, stream_options: { include_usage: true } });
+    let signalled = false;
+    let tokens = 0;
+    for await (const chunk of stream) {
+      if (!signalled) {
+        child.kill('SIGTERM');
+        signalled = true;
+      }
+      if (chunk.usage) tokens = chunk.usage.completion_tokens;
     }
-    if (chunk.usage) tokens = chunk.usage.completion_tokens;
+    assert.equal(tokens, 40, 'the in-flight request ran to completion');
+    assert.equal(await exited, 0, err);
+    assert.match(err, /SIGTERM: draining/);
+    assert.match(err, /\[info\] request \{"id":"cmpl-[0-9a-f]+","route":"\/v1\/completions","outcome":"ok","prompt_tokens":\d+,"completion_tokens":40/);
+  } finally {
+    // Never leave a server behind when an assertion fails.
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   }
-  assert.equal(tokens, 40, 'the in-flight request ran to completion');
-  assert.equal(await exited, 0, err);
-  assert.match(err, /SIGTERM: draining/);
-  assert.match(err, /\[info\] request \{"id":"cmpl-[0-9a-f]+","route":"\/v1\/completions","outcome":"ok","prompt_tokens":\d+,"completion_tokens":40/);
 });
