@@ -49,9 +49,11 @@ export function cudaLightningDecode(c: CudaContext, o: Tensor, q: Tensor, k: Ten
   for (const t of [o, q, k, v, states]) f32Act(t, 'lightningDecode');
   checkHeadDim(D, 'lightningDecode');
   if (B === 0) return;
-  const kern = c.kernel(F.lightning, 'lightning_decode_f32', 'pppppppfiii');
-  const args = [c.ptr(o), c.ptr(q), c.ptr(k), c.ptr(v), c.ptr(states), c.hostArg('lightning-slots', slots), c.hostArg('lightning-decay', p.decay), p.scale, H, D, p.stateBf16 ? 1 : 0];
-  c.launch(kern, [H, B, 1], D, 8 * D, args);
+  // R row groups per block so each head's state is read by up to 1024 threads (latency-bound otherwise).
+  const R = Math.max(1, Math.min(8, Math.floor(1024 / D)));
+  const kern = c.kernel(F.lightning, 'lightning_decode_f32', 'pppppppfiiii');
+  const args = [c.ptr(o), c.ptr(q), c.ptr(k), c.ptr(v), c.ptr(states), c.hostArg('lightning-slots', slots), c.hostArg('lightning-decay', p.decay), p.scale, H, D, R, p.stateBf16 ? 1 : 0];
+  c.launch(kern, [H, B, 1], D * R, 4 * (2 * D + R * D), args);
 }
 
 /** Cache rows of positions [from, to) of a paged sequence. */
@@ -88,11 +90,17 @@ export function cudaMlaAttention(c: CudaContext, out: Tensor, q: Tensor, cache: 
   assert(L <= 1024, () => `mla: kv_lora_rank ${L} over 1024 (the kernel's per-thread accumulators)`);
   if (n === 0) return;
   const rows = cacheRows(seq, p.blockSize, 0, seq.ctxStart + n, cache.shape[0], mlaCacheRow);
+  const ctx = seq.ctxStart + n;
+  // Split the context over more blocks when (query, head) pairs alone cannot fill the GPU (decode).
+  const S = n * H >= 2 * c.info.sms ? 1 : Math.min(32, Math.max(1, Math.ceil(ctx / 64)));
+  const splitLen = Math.ceil(ctx / S);
   const qlat = c.scratch('mla-qlat', n * H * L * 4);
   const olat = c.scratch('mla-olat', n * H * L * 4);
+  const part = c.scratch('mla-part', n * H * S * (L + 2) * 4);
   c.launch(c.kernel(F.mla, 'mla_absorbq_f32', 'pppiiiii'), [H, n, 1], 128, 0, [qlat, c.ptr(q), c.ptr(kvB), H, Dn, Dr, Dv, L]);
-  const attend = c.kernel(F.mla, 'mla_attend_f32', 'pppppiiiiif');
-  c.launch(attend, [H, n, 1], 128, 4 * (L + Dr), [olat, qlat, c.ptr(q), c.ptr(cache), c.hostArg('mla-rows', rows), seq.ctxStart, H, Dn, Dr, L, scale]);
+  const attend = c.kernel(F.mla, 'mla_attend_f32', 'pppppiiiiifi');
+  c.launch(attend, [H, n, S], 128, 4 * (L + Dr), [part, qlat, c.ptr(q), c.ptr(cache), c.hostArg('mla-rows', rows), seq.ctxStart, H, Dn, Dr, L, scale, splitLen]);
+  c.launch(c.kernel(F.mla, 'mla_combine_f32', 'ppiii'), [H, n, 1], 128, 0, [olat, part, H, L, S]);
   const outs = n * H * Dv;
   c.launch(c.kernel(F.mla, 'mla_outproj_f32', 'pppiiiii'), [Math.ceil(outs / 8), 1, 1], 256, 0, [c.ptr(out), olat, c.ptr(kvB), n, H, Dn, Dv, L]);
 }

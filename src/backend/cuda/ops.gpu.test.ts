@@ -192,14 +192,15 @@ describe('cuda ops vs cpu', { skip }, () => {
   test('MLA cache write + attention (prefill from 0, chunk after context, decode), paged', (t) => {
     for (const [H, Dn, Dr, Dv, L] of [[4, 6, 4, 5, 12], [4, 128, 64, 128, 512]]) {
       const p: MlaParams = { nHeads: H, qkNope: Dn, qkRope: Dr, vHead: Dv, kvLora: L, scale: (Dn + Dr) ** -0.5, blockSize: 16 };
-      const blocks = 8;
+      const blocks = 16;
       const cache = out([blocks * 16, L + Dr]);
       cpu.upload(cache.c, new Float64Array(cache.c.numel));
       gpu.upload(cache.g, new Float64Array(cache.g.numel));
-      const blockTable = Int32Array.from([5, 2, 7, 0, 3, 1, 6, 4]);
+      const blockTable = Int32Array.from({ length: blocks }, (_, b) => (b * 5 + 3) % blocks);
       const kvB = rand([H * (Dn + Dv), L], 1 / Math.sqrt(L));
       let ctx = 0;
-      for (const n of [19, 1, 40, 1]) {
+      // The later calls have enough context for the split-context (flash-decoding) path.
+      for (const n of [19, 1, 40, 1, 150, 1, 7]) {
         const seq = { blockTable, ctxStart: ctx };
         const ckv = rand([n, L]), kpe = rand([n, Dr]);
         cpu.ops.mlaCacheWrite(cache.c, ckv.c, kpe.c, seq, p);

@@ -46,26 +46,37 @@ extern "C" __global__ void lightning_prefill_f32(float* o, const float* q, const
   for (int i = 0; i < D; i++) st[i * D + j] = stateBf16 ? round_bf(S[i * D + j]) : S[i * D + j];
 }
 
-// One token for each of B sequences: grid (H, B), D threads; states [slots, H, D, D], row b uses
-// slot slots[b]. The output uses the unrounded new state; only the stored copy is rounded.
-extern "C" __global__ void lightning_decode_f32(float* o, const float* q, const float* k, const float* v, float* states, const int* slots, const double* decay, float scale, int H, int D, int stateBf16) {
+// One token for each of B sequences: grid (H, B), D·R threads (R row groups: thread (j, r) owns
+// rows i ≡ r mod R of value column j, so a 2 MiB state is read by 32·B blocks of up to 1024
+// threads instead of D). states [slots, H, D, D], row b uses slot slots[b]. The output uses the
+// unrounded new state; only the stored copy is rounded. Dynamic smem: q, k (D each), R·D partials.
+extern "C" __global__ void lightning_decode_f32(float* o, const float* q, const float* k, const float* v, float* states, const int* slots, const double* decay, float scale, int H, int D, int R, int stateBf16) {
   extern __shared__ float sm[];
   float* qs = sm;
   float* ks = sm + D;
-  const int h = blockIdx.x, b = blockIdx.y, j = threadIdx.x;
+  float* part = sm + 2 * D;
+  const int h = blockIdx.x, b = blockIdx.y;
+  const int j = threadIdx.x % D, r = threadIdx.x / D;
   const long long base = (long long)b * H * D + (long long)h * D;
-  qs[j] = q[base + j];
-  ks[j] = k[base + j];
-  const float vj = v[base + j];
+  if (r == 0) {
+    qs[j] = q[base + j];
+    ks[j] = k[base + j];
+  }
   __syncthreads();
+  const float vj = v[base + j];
   const float lam = (float)exp(-decay[h]);
   float* S = states + ((long long)slots[b] * H + h) * D * D;
   float acc = 0.f;
-  for (int i = 0; i < D; i++) {
+  for (int i = r; i < D; i += R) {
     const float sn = lam * S[i * D + j] + ks[i] * vj;
     acc += qs[i] * sn;
     S[i * D + j] = stateBf16 ? round_bf(sn) : sn;
   }
+  part[r * D + j] = acc;
   __syncthreads();
-  o[base + j] = scale * acc;
+  if (r == 0) {
+    float sum = 0.f;
+    for (int g = 0; g < R; g++) sum += part[g * D + j];  // fixed order: deterministic
+    o[base + j] = scale * sum;
+  }
 }

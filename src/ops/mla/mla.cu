@@ -26,15 +26,18 @@ extern "C" __global__ void mla_absorbq_f32(float* qlat, const float* q, const fl
   }
 }
 
-// olat [n, H, L] = softmax(scale·(qlat·ckv_s + q_pe·kpe_s)) over s ≤ ctxStart+i, applied to ckv_s.
-// Grid (H, n), MLA_THREADS threads; online softmax over tiles of MLA_TILE tokens.
-extern "C" __global__ void mla_attend_f32(float* olat, const float* qlat, const float* q, const float* cache, const int* rows, int ctxStart, int H, int Dn, int Dr, int L, float scale) {
+// Split-context attention (flash-decoding): grid (H, n, S); split z covers tokens
+// [z·splitLen, (z+1)·splitLen) ∩ [0, ctxStart+i]. Each writes its unnormalised partial
+// part[((i·H + h)·S + z)·(L+2)] = [acc (L) | max | sum]; mla_combine_f32 merges the splits.
+// scores = scale·(qlat·ckv_s + q_pe·kpe_s); MLA_THREADS threads; online softmax over tiles.
+extern "C" __global__ void mla_attend_f32(float* part, const float* qlat, const float* q, const float* cache, const int* rows, int ctxStart, int H, int Dn, int Dr, int L, float scale, int splitLen) {
   __shared__ float sc[MLA_TILE];
   extern __shared__ float qsh[];  // L + Dr floats: the query in latent space and its rope part
-  const int h = blockIdx.x, i = blockIdx.y;
+  const int h = blockIdx.x, i = blockIdx.y, z = blockIdx.z, S = gridDim.z;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
   const int Wc = L + Dr;
-  const int last = ctxStart + i;
+  const int from = z * splitLen;
+  const int last = min(ctxStart + i, from + splitLen - 1);
   for (int c = threadIdx.x; c < Wc; c += blockDim.x)
     qsh[c] = c < L ? qlat[((long long)i * H + h) * L + c] : q[(long long)i * H * (Dn + Dr) + (long long)h * (Dn + Dr) + Dn + (c - L)];
   __syncthreads();
@@ -42,7 +45,7 @@ extern "C" __global__ void mla_attend_f32(float* olat, const float* qlat, const 
 #pragma unroll
   for (int r = 0; r < MLA_MAX_L_PER_THREAD; r++) acc[r] = 0.f;
   float m = -INFINITY, sum = 0.f;
-  for (int s0 = 0; s0 <= last; s0 += MLA_TILE) {
+  for (int s0 = from; s0 <= last; s0 += MLA_TILE) {
     for (int ts = warp; ts < MLA_TILE; ts += nwarps) {
       const int s = s0 + ts;
       float d = 0.f;
@@ -73,11 +76,32 @@ extern "C" __global__ void mla_attend_f32(float* olat, const float* qlat, const 
     m = mt;
     __syncthreads();  // sc is rewritten by the next tile
   }
-  const float inv = 1.f / sum;
+  float* out = part + (((long long)i * H + h) * S + z) * (L + 2);
 #pragma unroll
   for (int r = 0; r < MLA_MAX_L_PER_THREAD; r++) {
     const int l = threadIdx.x + r * blockDim.x;
-    if (l < L) olat[((long long)i * H + h) * L + l] = acc[r] * inv;
+    if (l < L) out[l] = acc[r];
+  }
+  if (threadIdx.x == 0) {
+    out[L] = m;  // -inf for an empty split
+    out[L + 1] = sum;
+  }
+}
+
+// olat [n, H, L] = Σ_z e^(m_z − M)·acc_z / Σ_z e^(m_z − M)·sum_z; grid (H, n). Split 0 is never
+// empty, so M is finite.
+extern "C" __global__ void mla_combine_f32(float* olat, const float* part, int H, int L, int S) {
+  const int h = blockIdx.x, i = blockIdx.y;
+  const float* p = part + ((long long)i * H + h) * S * (L + 2);
+  float M = -INFINITY;
+  for (int z = 0; z < S; z++) M = fmaxf(M, p[z * (L + 2) + L]);
+  float den = 0.f;
+  for (int z = 0; z < S; z++) den += expf(p[z * (L + 2) + L] - M) * p[z * (L + 2) + L + 1];
+  const float inv = 1.f / den;
+  for (int l = threadIdx.x; l < L; l += blockDim.x) {
+    float a = 0.f;
+    for (int z = 0; z < S; z++) a += expf(p[z * (L + 2) + L] - M) * p[z * (L + 2) + l];
+    olat[((long long)i * H + h) * L + l] = a * inv;
   }
 }
 
