@@ -31,9 +31,10 @@ export function layerRank(rel: string): number {
   if (top === 'loader' || top === 'tokenizer' || top === 'cache') return 5;
   if (top === 'model') return 6;
   if (top === 'engine') return 7;
-  if (top === 'server') return 8;
-  if (top === 'cli') return 9;
-  return 10;
+  if (top === 'api') return 8; // the public library API; the server and CLI are layers over it
+  if (top === 'server') return 9;
+  if (top === 'cli') return 10;
+  return 11;
 }
 
 /** Edges from a lower layer to a higher one. */
@@ -134,7 +135,8 @@ test('layers: the checker finds an upward edge, a backend leak and a cycle in a 
   // Downward and same-rank edges are fine; ops (3) may not import a backend implementation (4).
   assert.deepEqual(upwardEdges(new Map([['cli/main.ts', ['engine/engine.ts']], ['loader/a.ts', ['cache/b.ts']]])), []);
   assert.equal(upwardEdges(new Map([['ops/x/cpu.ts', ['backend/cpu/pool.ts']]])).length, 1);
-  assert.equal(layerRank('index.ts'), 10);
+  assert.equal(layerRank('index.ts'), 11);
+  assert.ok(layerRank('api/model.ts') < layerRank('server/server.ts') && layerRank('server/server.ts') < layerRank('cli/main.ts'));
   assert.ok(isExempt('ops/test-util.ts') && isExempt('model/forward.test.ts') && !isExempt('model/forward.ts'));
 });
 

@@ -188,7 +188,8 @@ function content(v: unknown, param: string): string | null {
     .join('');
 }
 
-function messages(v: unknown): ChatMessage[] {
+/** Validate chat messages (OpenAI shape; text content parts only). */
+export function parseMessages(v: unknown): ChatMessage[] {
   if (!Array.isArray(v) || v.length === 0) return fail(v === undefined ? 'messages is required' : 'messages must be a non-empty list', 'messages');
   return v.map((m, i) => {
     const p = `messages[${i}]`;
@@ -218,7 +219,8 @@ function messages(v: unknown): ChatMessage[] {
   });
 }
 
-function tools(v: unknown): Record<string, unknown>[] | null {
+/** Validate tool definitions ({type:'function', function:{name, parameters?}}). */
+export function parseTools(v: unknown): Record<string, unknown>[] | null {
   if (v === undefined || v === null) return null;
   if (!Array.isArray(v)) return fail('tools must be a list', 'tools');
   return v.map((t, i) => {
@@ -230,7 +232,7 @@ function tools(v: unknown): Record<string, unknown>[] | null {
   });
 }
 
-function toolChoice(v: unknown, hasTools: boolean): ToolChoice {
+export function parseToolChoice(v: unknown, hasTools: boolean): ToolChoice {
   if (v === undefined || v === null) return hasTools ? 'auto' : 'none';
   if (v === 'none' || v === 'auto' || v === 'required') {
     if (v !== 'none' && !hasTools) fail(`tool_choice "${v}" needs tools`, 'tool_choice');
@@ -245,9 +247,9 @@ function toolChoice(v: unknown, hasTools: boolean): ToolChoice {
 
 export function parseChatRequest(raw: unknown, limits: Limits): ChatRequest {
   const o = body(raw);
-  const msgs = messages(o.messages);
-  const ts = tools(o.tools);
-  const choice = toolChoice(o.tool_choice, ts !== null && ts.length > 0);
+  const msgs = parseMessages(o.messages);
+  const ts = parseTools(o.tools);
+  const choice = parseToolChoice(o.tool_choice, ts !== null && ts.length > 0);
   const rf = optObj(o, 'response_format');
   if (rf && rf.type !== 'text') fail(`response_format ${show(rf.type)} is not supported (text only)`, 'response_format');
   const logprobs = optBool(o, 'logprobs', false);
@@ -280,7 +282,7 @@ export function parseChatRequest(raw: unknown, limits: Limits): ChatRequest {
 export function parseTokenizeRequest(raw: unknown): TokenizeRequest {
   const o = body(raw);
   const prompt = optString(o, 'prompt');
-  const msgs = o.messages === undefined || o.messages === null ? null : messages(o.messages);
+  const msgs = o.messages === undefined || o.messages === null ? null : parseMessages(o.messages);
   if ((prompt === null) === (msgs === null)) fail('give exactly one of prompt or messages', prompt === null ? 'prompt' : 'messages');
   return {
     prompt,

@@ -1,4 +1,4 @@
-/** Backend choice for the CLI (the only place that picks one). */
+/** Backend choice (used by the CLI and the library's loadModel; the model code never picks one). */
 import type { Backend } from './backend.js';
 import { CpuBackend } from './cpu/cpu-backend.js';
 import { CudaBackend } from './cuda/cuda-backend.js';
@@ -13,8 +13,14 @@ export interface SelectOptions {
 export function selectBackend(device: DeviceName, opts: SelectOptions = {}): Backend {
   switch (device) {
     case 'cpu':
-    case 'auto':
       return new CpuBackend({ threads: opts.threads });
+    case 'auto':
+      // A usable GPU when there is one, else the CPU; 'cuda' (below) never falls back.
+      try {
+        return new CudaBackend();
+      } catch {
+        return new CpuBackend({ threads: opts.threads });
+      }
     case 'cuda':
       try {
         return new CudaBackend();

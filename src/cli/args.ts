@@ -1,22 +1,16 @@
 /** Shared CLI flags: model location, device, semantics, sampling. */
 import { existsSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, resolve } from 'node:path';
+import { embeddedModelDir, type GenerateOptions, type LoadModelOptions } from '../api/model.js';
 import type { DeviceName } from '../backend/select.js';
-import type { SamplingParamsInput } from '../engine/sampler.js';
 import type { Compat } from '../model/config.js';
 import { InvalidRequestError } from '../util/errors.js';
 
-/** The model shipped in the package (used when --model is not given): tiny-brown, trained on the Brown corpus. */
-export function embeddedModelDir(): string {
-  // dist/src/cli/args.js → package root
-  const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-  return join(root, 'models', 'tiny-brown');
-}
+export { embeddedModelDir };
 
 export const commonOptions = {
   model: { type: 'string' },
-  device: { type: 'string', default: 'cpu' },
+  device: { type: 'string', default: 'auto' },
   compat: { type: 'string', default: 'default' },
   threads: { type: 'string' },
   'max-model-len': { type: 'string' },
@@ -67,18 +61,36 @@ export function compat(v: Values): Compat {
   return c;
 }
 
-export function samplingInput(v: Values, defaults: { maxTokens: number; temperature: number }): SamplingParamsInput {
-  return {
+/** The library's generation options from the sampling flags (validated by the library). */
+export function samplingOptionsOf(v: Values, defaults: { maxTokens: number; temperature: number }): GenerateOptions {
+  const o: { -readonly [K in keyof GenerateOptions]: GenerateOptions[K] } = {
     maxTokens: num(v, 'max-tokens') ?? defaults.maxTokens,
     temperature: num(v, 'temperature') ?? defaults.temperature,
-    topK: num(v, 'top-k'),
-    topP: num(v, 'top-p'),
-    minP: num(v, 'min-p'),
-    repetitionPenalty: num(v, 'repetition-penalty'),
-    presencePenalty: num(v, 'presence-penalty'),
-    frequencyPenalty: num(v, 'frequency-penalty'),
-    seed: num(v, 'seed'),
-    stop: v.stop,
-    ignoreEos: v['ignore-eos'] === true ? true : undefined,
+  };
+  const set = <K extends keyof GenerateOptions>(k: K, x: GenerateOptions[K] | undefined): void => {
+    if (x !== undefined) o[k] = x;
+  };
+  set('topK', num(v, 'top-k'));
+  set('topP', num(v, 'top-p'));
+  set('minP', num(v, 'min-p'));
+  set('repetitionPenalty', num(v, 'repetition-penalty'));
+  set('presencePenalty', num(v, 'presence-penalty'));
+  set('frequencyPenalty', num(v, 'frequency-penalty'));
+  set('seed', num(v, 'seed'));
+  set('stop', v.stop as string[] | undefined);
+  if (v['ignore-eos'] === true) o.ignoreEos = true;
+  return o;
+}
+
+/** The library's load options from the common flags (the CLI is a layer over the public API). */
+export function loadOptions(v: Values, extra: Partial<LoadModelOptions> = {}): LoadModelOptions {
+  return {
+    model: modelDir(v),
+    device: device(v),
+    compat: compat(v),
+    threads: num(v, 'threads'),
+    maxModelLen: num(v, 'max-model-len'),
+    maxBatchTokens: num(v, 'max-batch-tokens'),
+    ...extra,
   };
 }

@@ -1,18 +1,15 @@
 #!/usr/bin/env node
 /**
- * bailing CLI: generate | chat | inspect | serve | bench serve. The only layer that picks a backend. Errors from bad
- * input print one line (no stack) and exit 1; anything else is a bug and prints its stack.
+ * bailing CLI: generate | chat | inspect | perplexity | serve | bench serve — a thin layer over the
+ * public API (src/api). Errors from bad input print one line (no stack) and exit 1; anything else
+ * is a bug and prints its stack.
  */
 import { parseArgs } from 'node:util';
 import { createInterface } from 'node:readline';
-import { setImmediate as tick } from 'node:timers/promises';
-import { selectBackend } from '../backend/select.js';
-import type { Engine, GenerateResult } from '../engine/engine.js';
-import { openModel, type OpenedModel } from '../engine/open.js';
-import { resolveSamplingParams, type SamplingParams } from '../engine/sampler.js';
-import type { ChatMessage } from '../tokenizer/tokenizer.js';
-import { BailingError } from '../util/errors.js';
-import { commonOptions, compat, device, modelDir, num, samplingInput, samplingOptions } from './args.js';
+import { loadModel, type BailingModel, type ChatMessage, type GenerateOptions } from '../api/model.js';
+import type { ChunkStream } from '../api/stream.js';
+import { BailingError, InvalidRequestError } from '../util/errors.js';
+import { commonOptions, loadOptions, samplingOptionsOf, samplingOptions } from './args.js';
 import { inspectCommand } from './inspect.js';
 import { perplexityCommand } from './perplexity.js';
 import { benchCommand } from './bench-serve.js';
@@ -30,7 +27,7 @@ usage:
 
 model and runtime:
   --model DIR              Hugging Face model directory (default: the embedded tiny model)
-  --device cpu|cuda|auto   backend (default cpu)
+  --device cpu|cuda|auto   backend (default auto: a usable CUDA GPU, else the CPU)
   --compat default|vllm    semantics: the official model code (default) or vLLM's exactly
   --threads N              CPU threads (default: all cores)
   --max-model-len N        context length (default min(max_position_embeddings, 4096))
@@ -44,55 +41,34 @@ inspect:
   --batch N --context N    memory estimate for N sequences of N tokens (default 1, 4096)
 `;
 
-async function open(values: Record<string, string | boolean | string[] | undefined>): Promise<OpenedModel> {
-  const be = selectBackend(device(values), { threads: num(values, 'threads') });
+async function open(values: Record<string, string | boolean | string[] | undefined>): Promise<BailingModel> {
   const t0 = performance.now();
-  const m = await openModel(modelDir(values), be, {
-    compat: compat(values),
-    maxModelLen: num(values, 'max-model-len'),
-    maxBatchTokens: num(values, 'max-batch-tokens'),
-    seed: Date.now() >>> 0,
-  });
-  const c = m.loaded.spec.config;
+  const m = await loadModel(loadOptions(values));
+  const i = m.info;
   process.stderr.write(
-    `loaded ${m.loaded.dir}: ${c.num_hidden_layers} layers, hidden ${c.hidden_size}, ${c.num_experts} experts, compat ${m.loaded.spec.semantics.compat}` +
-      `${m.loaded.weights.setAside.length ? `, ${m.loaded.weights.setAside.length} MTP tensors set aside` : ''} (${(performance.now() - t0).toFixed(0)} ms)\n`,
+    `loaded ${i.dir}: ${i.layers.length} layers, ${i.inspect.params.total.toLocaleString()} parameters, device ${i.device}, compat ${i.compat} (${(performance.now() - t0).toFixed(0)} ms)\n`,
   );
   return m;
 }
 
-/** Run the engine until `done` settles, yielding so streamed text reaches stdout. */
-async function drive(engine: Engine, done: Promise<GenerateResult>): Promise<GenerateResult> {
-  let finished = false;
-  void done.then(() => (finished = true));
-  while (!finished) {
-    engine.step();
-    await tick();
-  }
-  return done;
-}
+/** Stream one completion to stdout; report counts and speed on stderr. */
+type Streamed = { readonly text?: string; readonly content?: string; readonly tokenIds: readonly number[] };
+type Finished = { readonly promptTokens: number; readonly completionTokens: number; readonly finishReason: string };
 
-async function generateOnce(m: OpenedModel, promptIds: number[], params: SamplingParams): Promise<GenerateResult> {
+async function streamOut<C extends Streamed, R extends Finished>(stream: ChunkStream<C, R>): Promise<void> {
   const t0 = performance.now();
   let first = 0;
-  const res = await drive(
-    m.engine,
-    m.engine.submit({
-      promptIds,
-      params: { ...params, maxTokens: params.maxTokens ?? m.maxModelLen },
-      onDelta: (text) => {
-        if (!first) first = performance.now();
-        process.stdout.write(text);
-      },
-    }),
-  );
+  for await (const c of stream) {
+    if (!first && c.tokenIds.length > 0) first = performance.now();
+    process.stdout.write(c.text ?? c.content ?? '');
+  }
+  const r = await stream.result;
   const t1 = performance.now();
-  const decodeTps = res.tokenIds.length > 1 ? ((res.tokenIds.length - 1) * 1000) / (t1 - (first || t1)) : 0;
+  const decodeTps = r.completionTokens > 1 ? ((r.completionTokens - 1) * 1000) / (t1 - (first || t1)) : 0;
   process.stderr.write(
-    `\n[${res.promptTokens} prompt tokens, ${res.tokenIds.length} generated, finish ${res.finishReason}; ` +
+    `\n[${r.promptTokens} prompt tokens, ${r.completionTokens} generated, finish ${r.finishReason}; ` +
       `first token ${((first || t1) - t0).toFixed(0)} ms, ${decodeTps.toFixed(1)} tok/s]\n`,
   );
-  return res;
 }
 
 async function readStdin(): Promise<string> {
@@ -106,55 +82,61 @@ async function generateCommand(argv: string[]): Promise<void> {
   if (values.help) return void process.stdout.write(USAGE);
   const prompt = positionals.length > 0 ? positionals.join(' ') : process.stdin.isTTY ? '' : await readStdin();
   if (prompt.length === 0) throw new BailingError('generate: give a prompt as an argument or on stdin');
+  const options = samplingOptionsOf(values, { maxTokens: 64, temperature: 0.7 });
   const m = await open(values);
-  const params = resolveSamplingParams(samplingInput(values, { maxTokens: 64, temperature: 0.7 }), { vocabSize: m.loaded.spec.config.vocab_size });
-  process.stdout.write(prompt);
-  await generateOnce(m, m.tokenizer.encode(prompt), params);
-  disposeBackend(m);
+  try {
+    process.stdout.write(prompt);
+    await streamOut(m.generate(prompt, options));
+  } finally {
+    await m.dispose();
+  }
 }
 
 async function chatCommand(argv: string[]): Promise<void> {
   const { values } = parseArgs({ args: argv, options: { ...commonOptions, ...samplingOptions, system: { type: 'string' } }, allowPositionals: false });
   if (values.help) return void process.stdout.write(USAGE);
+  const options = samplingOptionsOf(values, { maxTokens: 256, temperature: 0.7 });
   const m = await open(values);
-  const params = resolveSamplingParams(samplingInput(values, { maxTokens: 256, temperature: 0.7 }), { vocabSize: m.loaded.spec.config.vocab_size });
   const history: ChatMessage[] = values.system ? [{ role: 'system', content: values.system }] : [];
   const tty = process.stdin.isTTY === true;
   const rl = createInterface({ input: process.stdin, output: tty ? process.stdout : undefined, terminal: tty });
   if (tty) process.stderr.write('chat: type a message, /reset to clear the history, /exit or Ctrl-D to quit\n');
   const prompt = (): void => (tty ? rl.setPrompt('> ') : undefined, tty ? rl.prompt() : undefined);
-  prompt();
-  for await (const line of rl) {
-    const text = line.trim();
-    if (text === '/exit') break;
-    if (text === '/reset') {
-      history.splice(values.system ? 1 : 0);
-      prompt();
-      continue;
-    }
-    if (text.length === 0) {
-      prompt();
-      continue;
-    }
-    history.push({ role: 'user', content: text });
-    const rendered = m.tokenizer.applyChatTemplate(history, { addGenerationPrompt: true });
-    const ids = m.tokenizer.encode(rendered, { addSpecialTokens: false });
-    if (ids.length >= m.maxModelLen) {
-      process.stderr.write(`the conversation (${ids.length} tokens) no longer fits the context (${m.maxModelLen}); /reset to start over\n`);
-      history.pop();
-      prompt();
-      continue;
-    }
-    const res = await generateOnce(m, ids, params);
-    history.push({ role: 'assistant', content: res.text });
+  try {
     prompt();
+    for await (const line of rl) {
+      const text = line.trim();
+      if (text === '/exit') break;
+      if (text === '/reset') {
+        history.splice(values.system ? 1 : 0);
+        prompt();
+        continue;
+      }
+      if (text.length === 0) {
+        prompt();
+        continue;
+      }
+      history.push({ role: 'user', content: text });
+      let stream;
+      try {
+        stream = m.chat(history, options);
+      } catch (e) {
+        // A conversation grown past the context is the user's to fix, not a reason to exit.
+        if (!(e instanceof InvalidRequestError)) throw e;
+        process.stderr.write(`${e.message}; /reset to start over\n`);
+        history.pop();
+        prompt();
+        continue;
+      }
+      await streamOut(stream);
+      const r = await stream.result;
+      history.push({ role: 'assistant', content: r.content });
+      prompt();
+    }
+  } finally {
+    rl.close();
+    await m.dispose();
   }
-  rl.close();
-  disposeBackend(m);
-}
-
-function disposeBackend(m: OpenedModel): void {
-  m.engine.model.be.dispose();
 }
 
 async function main(argv: string[]): Promise<void> {

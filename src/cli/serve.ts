@@ -1,12 +1,11 @@
-/** `bailing serve`: open the model on the chosen backend and run the OpenAI-compatible server. */
+/** `bailing serve`: load the model through the library API and run the OpenAI-compatible server on it. */
 import { basename } from 'node:path';
 import { parseArgs } from 'node:util';
-import { selectBackend } from '../backend/select.js';
-import { openModel } from '../engine/open.js';
+import { loadModel } from '../api/model.js';
 import { BailingServer } from '../server/server.js';
 import { InvalidRequestError } from '../util/errors.js';
 import { createLogger, type LogLevel } from '../util/logger.js';
-import { commonOptions, compat, device, modelDir, num } from './args.js';
+import { commonOptions, loadOptions, modelDir, num } from './args.js';
 
 export const SERVE_USAGE = `usage: bailing serve [--model DIR] [options]
 
@@ -48,16 +47,15 @@ export async function serveCommand(argv: string[]): Promise<void> {
   if (!LEVELS.includes(level)) throw new InvalidRequestError(`--log-level must be one of ${LEVELS.join(', ')}, got "${level}"`, 'log-level');
   const logger = createLogger(level);
   const dir = modelDir(values);
-  const be = selectBackend(device(values), { threads: num(values, 'threads') });
   const t0 = performance.now();
-  const m = await openModel(dir, be, {
-    compat: compat(values),
-    maxSeqs: num(values, 'max-num-seqs') ?? 16,
-    maxBatchTokens: num(values, 'max-num-batched-tokens') ?? num(values, 'max-batch-tokens'),
-    maxModelLen: num(values, 'max-model-len'),
-    cacheTokens: num(values, 'cache-tokens'),
-    seed: num(values, 'seed') ?? Date.now() >>> 0,
-  });
+  const m = await loadModel(
+    loadOptions(values, {
+      maxNumSeqs: num(values, 'max-num-seqs') ?? 16,
+      maxBatchTokens: num(values, 'max-num-batched-tokens') ?? num(values, 'max-batch-tokens'),
+      cacheTokens: num(values, 'cache-tokens'),
+      seed: num(values, 'seed') ?? Date.now() >>> 0,
+    }),
+  );
   const server = new BailingServer(m, {
     modelName: values['served-model-name'] ?? basename(dir),
     host: values.host,
@@ -85,8 +83,8 @@ export async function serveCommand(argv: string[]): Promise<void> {
     }
     stopping = true;
     logger.info(`${sig}: draining in-flight requests`);
-    void server.close().then(() => {
-      be.dispose();
+    void server.close().then(async () => {
+      await m.dispose();
       logger.info('stopped');
       process.exit(0);
     });

@@ -22,7 +22,8 @@ export class EngineDriver {
 
   constructor(
     readonly engine: Engine,
-    private readonly onError: (e: unknown) => void = () => {},
+    /** Told when a step fails (after every pending request was failed); the server logs it. */
+    public onError: (e: unknown) => void = () => {},
   ) {}
 
   /** True until drain(), stop() or a failed step. */

@@ -23,6 +23,8 @@ export interface OpenOptions {
   readonly cacheTokens?: number;
   readonly blockSize?: number;
   readonly seed?: number;
+  /** Weight-loading progress: tensors read so far of the checkpoint's total. */
+  readonly onProgress?: (done: number, total: number) => void;
 }
 
 export interface OpenedModel {
@@ -56,7 +58,7 @@ export function generationEosIds(dir: string): number[] {
 
 export async function openModel(dir: string, be: Backend, opts: OpenOptions = {}): Promise<OpenedModel> {
   const tokenizer = await loadTokenizer(dir);
-  const loaded = loadModelDir(dir, be, opts.compat ?? 'default');
+  const loaded = loadModelDir(dir, be, opts.compat ?? 'default', opts.onProgress);
   const c = loaded.spec.config;
   const maxModelLen = opts.maxModelLen ?? Math.min(c.max_position_embeddings, 4096);
   const maxSeqs = opts.maxSeqs ?? 8;

@@ -10,12 +10,12 @@ export interface LoadedModel {
   readonly weights: ModelWeights;
 }
 
-export function loadModelDir(dir: string, be: Backend, compat: Compat = 'default'): LoadedModel {
+export function loadModelDir(dir: string, be: Backend, compat: Compat = 'default', onProgress?: (done: number, total: number) => void): LoadedModel {
   const { config, naming } = loadConfig(dir);
   const spec = buildSpec(config, naming, compat);
   const ck = Checkpoint.open(dir);
   try {
-    const weights = loadWeights(spec, { names: () => ck.names(), info: (n) => ck.info(n), read: (n) => ck.read(n), location: dir }, be);
+    const weights = loadWeights(spec, { names: () => ck.names(), info: (n) => ck.info(n), read: (n) => ck.read(n), location: dir }, be, onProgress);
     return { dir, spec, weights };
   } finally {
     ck.close();

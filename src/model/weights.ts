@@ -174,7 +174,13 @@ function alt(prefix: string, official: string, port: string): string[] {
   return official === port ? [prefix + official] : [prefix + official, prefix + port];
 }
 
-export function loadWeights(spec: ModelSpec, src: TensorSource, be: Backend): ModelWeights {
+/** onProgress(done, total) is called after each checkpoint tensor is read (total = tensors in the checkpoint). */
+export function loadWeights(spec: ModelSpec, source: TensorSource, be: Backend, onProgress?: (done: number, total: number) => void): ModelWeights {
+  const total = source.names().length;
+  let done = 0;
+  const src: TensorSource = onProgress
+    ? { names: () => source.names(), info: (n) => source.info(n), location: source.location, read: (n) => { const b = source.read(n); onProgress(++done, total); return b; } }
+    : source;
   const c = spec.config;
   const r = new WeightReader(src, be);
   const C = c.hidden_size, H = c.num_attention_heads, D = c.head_dim, V = c.vocab_size;

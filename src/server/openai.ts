@@ -6,10 +6,11 @@
 import { randomBytes } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import type { GenerateResult, LogprobEntry } from '../engine/engine.js';
-import { ChatOutputParser, parseChatOutput, type ChatPiece } from './chat-output.js';
+import { ChatOutputParser, parseChatOutput, type ChatOutputOptions, type ChatPiece } from '../api/chat-output.js';
+import { renderChat } from '../api/chat.js';
 import { checkLengths, expandChoices, runChoices, type RunStats, type ServeContext } from './generate.js';
 import { HttpError, sendJson, SseWriter } from './http.js';
-import { parseChatRequest, parseCompletionRequest, type ChatRequest, type CompletionRequest } from './schema.js';
+import { parseChatRequest, parseCompletionRequest, type ChatRequest, type CompletionRequest } from '../api/schema.js';
 
 const newId = (prefix: string): string => `${prefix}-${randomBytes(12).toString('hex')}`;
 
@@ -150,24 +151,13 @@ function streamError(sse: SseWriter, e: unknown): void {
 interface ChatPlan {
   readonly r: ChatRequest;
   readonly promptIds: number[];
-  readonly parse: { reasoning: boolean; startInReasoning: boolean; tools: boolean };
+  readonly parse: ChatOutputOptions;
 }
 
 function planChat(ctx: ServeContext, body: unknown): ChatPlan {
   const r = parseChatRequest(body, { vocabSize: ctx.vocabSize });
   checkModel(ctx, r.model);
-  const tk = ctx.tokenizer;
-  const rendered = tk.applyChatTemplate(r.messages, {
-    addGenerationPrompt: r.addGenerationPrompt,
-    tools: r.tools ?? undefined,
-    kwargs: r.templateKwargs,
-  });
-  const reasoning = tk.tokenToId('<think>') !== undefined && tk.tokenToId('</think>') !== undefined;
-  return {
-    r,
-    promptIds: tk.encode(rendered, { addSpecialTokens: false }),
-    parse: { reasoning, startInReasoning: reasoning && rendered.trimEnd().endsWith('<think>'), tools: r.tools !== null && r.toolChoice !== 'none' },
-  };
+  return { r, ...renderChat(ctx.tokenizer, r.messages, r) };
 }
 
 const callId = (): string => `call_${randomBytes(12).toString('hex')}`;

@@ -16,13 +16,16 @@ import type { ServeContext } from './generate.js';
 import { errorResponse, HttpError, readJson, Router, sendJson } from './http.js';
 import { ServerMetrics } from './metrics.js';
 import { handleChat, handleCompletions } from './openai.js';
-import { checkDepth, parseDetokenizeRequest, parseTokenizeRequest } from './schema.js';
+import { checkDepth, parseDetokenizeRequest, parseTokenizeRequest } from '../api/schema.js';
 
 /** What the server needs from an opened model (engine/open.ts's OpenedModel satisfies it). */
+/** What the server runs on: a library BailingModel (shares its engine driver with library calls). */
 export interface ServedModel {
   readonly engine: Engine;
   readonly tokenizer: Tokenizer;
   readonly maxModelLen: number;
+  /** The engine's driver when the model already has one (BailingModel); else the server makes one. */
+  readonly driver?: EngineDriver;
 }
 
 export interface ServerOptions {
@@ -60,7 +63,8 @@ export class BailingServer {
     readonly opts: ServerOptions,
   ) {
     this.logger = opts.logger ?? silentLogger;
-    this.driver = new EngineDriver(model.engine, (e) => this.logger.error('engine step failed; no more requests are taken', { error: e instanceof Error ? (e.stack ?? e.message) : String(e) }));
+    this.driver = model.driver ?? new EngineDriver(model.engine);
+    this.driver.onError = (e) => this.logger.error('engine step failed; no more requests are taken', { error: e instanceof Error ? (e.stack ?? e.message) : String(e) });
     this.metrics = new ServerMetrics(opts.modelName);
     this.apiKey = opts.apiKey ? Buffer.from(opts.apiKey) : null;
     this.maxBody = opts.maxBodyBytes ?? 4 * 1024 * 1024;
