@@ -162,6 +162,29 @@ export interface Ops {
    * w13 [E·2F, C] (per expert F gate rows then F up rows), w2 [E·C, F]. out is overwritten.
    */
   moeExperts(out: Tensor, x: Tensor, ids: Tensor, weights: Tensor, w13: Tensor, w2: Tensor, ffn: number): void;
+  /**
+   * Tensor parallelism (spec §7): x [T, W] ← the sum of every rank's x, in place. The identity on
+   * a backend with one rank.
+   */
+  allReduceSum(x: Tensor): void;
+  /**
+   * out [R, W] = every rank's x [R, w] side by side (rank r's at columns r·w ..), cut to W ≤ ranks·w
+   * columns (the vocabulary padding of the last rank). With one rank: the first W columns of x.
+   */
+  allGatherCols(out: Tensor, x: Tensor): void;
+}
+
+/**
+ * Host-memory collectives among tensor-parallel ranks (the CPU backend's; the CUDA backend uses
+ * NCCL). Every rank calls each method in the same order with the same lengths.
+ */
+export interface HostComm {
+  readonly rank: number;
+  readonly size: number;
+  /** data ← Σ over ranks of data, summed in rank order so every rank gets identical bits. */
+  allReduceSum(data: Float32Array): void;
+  /** out (size·x.length) = the ranks' x concatenated in rank order. */
+  allGather(out: Float32Array, x: Float32Array): void;
 }
 
 export interface Backend {

@@ -30,23 +30,27 @@ export interface Activations {
   readonly topW: Tensor; // [T, K]
   readonly sel: Tensor; // [S, C] rows that sample
   readonly logits: Tensor; // [S, V]
+  /** Tensor parallel: this rank's vocabulary piece of the logits [S, V/tp padded] (else a 1-element stub). */
+  readonly logitsLocal: Tensor;
 }
 
 export function allocActivations(be: Backend, spec: ModelSpec, maxTokens: number, maxSample: number): Activations {
   const c = spec.config;
   const a = be.actDtype;
-  const C = c.hidden_size, HD = c.num_attention_heads * c.head_dim, H = c.num_attention_heads;
+  // Sharded widths are this rank's (spec §7): heads and FFN widths divided by tp.
+  const loc = spec.local, tp = spec.shard.size;
+  const C = c.hidden_size, H = loc.heads, HD = H * c.head_dim;
   const hasMla = spec.layers.some((l) => l.mixer === 'mla');
   const hasLin = spec.layers.some((l) => l.mixer === 'lightning');
   const hasGqa = spec.layers.some((l) => l.mixer === 'gqa');
   const qW = Math.max(hasLin || hasGqa ? HD : 0, hasMla ? H * (c.qk_nope_head_dim + c.qk_rope_head_dim) : 0);
   const oW = Math.max(hasLin || hasGqa ? HD : 0, hasMla ? H * c.v_head_dim : 0);
-  const dense = spec.layers.some((l) => l.ffn === 'dense') ? (c.intermediate_size ?? 0) : 0;
+  const dense = spec.layers.some((l) => l.ffn === 'dense') ? loc.ffn : 0;
   const moe = spec.layers.some((l) => l.ffn === 'moe');
-  const F = Math.max(dense, moe ? spec.sharedFfn : 0, 1);
+  const F = Math.max(dense, moe ? Math.ceil(spec.sharedFfn / tp) : 0, 1);
   const T = maxTokens;
   const lin = hasLin ? HD : 1;
-  const kvW = Math.max(lin, hasGqa ? c.num_key_value_heads * c.head_dim : 1);
+  const kvW = Math.max(lin, hasGqa ? loc.kvHeads * c.head_dim : 1);
   return {
     maxTokens,
     maxSample,
@@ -70,5 +74,6 @@ export function allocActivations(be: Backend, spec: ModelSpec, maxTokens: number
     topW: be.alloc(a, [T * (moe ? c.num_experts_per_tok : 1)]),
     sel: be.alloc(a, [maxSample * C]),
     logits: be.alloc(a, [maxSample * c.vocab_size]),
+    logitsLocal: be.alloc(a, [tp > 1 ? maxSample * loc.vocab : 1]),
   };
 }

@@ -7,10 +7,10 @@ export function cacheGeometry(spec: ModelSpec): CacheGeometry {
   return {
     lightningLayers: spec.layers.filter((l) => l.mixer === 'lightning').map((l) => l.index),
     mlaLayers: spec.layers.filter((l) => l.mixer === 'mla').map((l) => l.index),
-    nHeads: c.num_attention_heads,
+    nHeads: spec.local.heads, // each rank keeps the lightning states of its own heads
     headDim: c.head_dim,
     latentWidth: c.kv_lora_rank + c.qk_rope_head_dim,
     gqaLayers: spec.layers.filter((l) => l.mixer === 'gqa').map((l) => l.index),
-    kvWidth: 2 * c.num_key_value_heads * c.head_dim,
+    kvWidth: 2 * spec.local.kvHeads * c.head_dim,
   };
 }

@@ -7,6 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ModelLoadError, UnsupportedError } from '../util/errors.js';
+import { SINGLE, localSizes, piece, type LocalSizes, type Shard } from './shard.js';
 
 export type Compat = 'default' | 'vllm';
 
@@ -107,7 +108,7 @@ export interface ModelSpec {
   readonly semantics: Semantics;
   readonly naming: Naming;
   readonly layers: readonly LayerPlan[];
-  /** Per-layer lightning decay rates s_h (λ = exp(−s_h)); null for MLA layers. */
+  /** Per-layer lightning decay rates s_h (λ = exp(−s_h)) of this rank's heads; null for MLA layers. */
   readonly decay: readonly (Float64Array | null)[];
   /** NeoX partial RoPE of the linear layers: rotary dims and inverse frequencies. */
   readonly linearRotaryDim: number;
@@ -119,6 +120,9 @@ export interface ModelSpec {
   readonly gqaInvFreq: Float64Array;
   /** Shared-expert width: (moe_shared_expert_intermediate_size ?? moe_intermediate_size) × num_shared_experts. */
   readonly sharedFfn: number;
+  /** Tensor-parallel rank of this process and its share of every sharded dimension (shard.ts). */
+  readonly shard: Shard;
+  readonly local: LocalSizes;
 }
 
 const RING_LINEAR = 'BailingMoeLinearV2ForCausalLM';
@@ -353,9 +357,14 @@ export function layerPlan(c: BailingConfig, s: Semantics): LayerPlan[] {
   });
 }
 
-export function buildSpec(config: BailingConfig, naming: Naming, compat: Compat = 'default'): ModelSpec {
+export function buildSpec(config: BailingConfig, naming: Naming, compat: Compat = 'default', shard: Shard = SINGLE): ModelSpec {
   const semantics = semanticsFor(compat);
   const layers = layerPlan(config, semantics);
+  const sharedFfn = (config.moe_shared_expert_intermediate_size ?? config.moe_intermediate_size) * config.num_shared_experts;
+  const kinds = { lightning: layers.some((l) => l.mixer === 'lightning'), gqa: layers.some((l) => l.mixer === 'gqa'), dense: layers.some((l) => l.ffn === 'dense'), moe: layers.some((l) => l.ffn === 'moe') };
+  const local = localSizes(config, kinds, sharedFfn, shard);
+  // Slopes are built for all H heads, then each rank keeps its own heads' (spec §4.4).
+  const [h0, hn] = piece(config.num_attention_heads, shard);
   // Linear RoPE scaling divides positions by `factor`, i.e. the inverse frequencies.
   const posScale = config.rope_scaling?.rope_type === 'linear' ? config.rope_scaling.factor : 1;
   const linearRotaryDim = config.linear_rope ? Math.floor(config.head_dim * config.partial_rotary_factor) : 0;
@@ -365,13 +374,15 @@ export function buildSpec(config: BailingConfig, naming: Naming, compat: Compat 
     semantics,
     naming,
     layers,
-    decay: layers.map((l) => (l.mixer === 'lightning' ? layerDecay(config, l.index, semantics) : null)),
+    decay: layers.map((l) => (l.mixer === 'lightning' ? layerDecay(config, l.index, semantics).slice(h0, h0 + hn) : null)),
     linearRotaryDim,
     linearInvFreq: invFreq(config.rope_theta, linearRotaryDim, posScale),
     mlaInvFreq: invFreq(config.rope_theta, config.qk_rope_head_dim, posScale),
     gqaRotaryDim,
     gqaInvFreq: invFreq(config.rope_theta, gqaRotaryDim, posScale),
-    sharedFfn: (config.moe_shared_expert_intermediate_size ?? config.moe_intermediate_size) * config.num_shared_experts,
+    sharedFfn,
+    shard,
+    local,
   };
 }
 

@@ -3,6 +3,9 @@
  *   r = embed(ids); for each layer: r += mixer(norm_in(r)); r += ffn(norm_post(r));
  *   logits = lm_head(norm_f(r)) on the rows that sample.
  * The residual adds are fused into the next norm (addRmsnorm).
+ * Tensor parallel (spec §7): each rank holds its heads / FFN slices / vocabulary piece; the
+ * row-parallel outputs (mixer, FFN, embedding) are summed over the ranks with allReduceSum and the
+ * logits pieces put side by side with allGatherCols. At tp 1 no collective is called.
  */
 import type { Backend, GqaParams, LightningParams, MlaParams, RouterParams } from '../backend/backend.js';
 import type { HybridCache } from '../cache/hybrid-cache.js';
@@ -14,7 +17,7 @@ import { gqaLayer, gqaParams } from './gqa.js';
 import { lightningLayer, lightningParams } from './lightning.js';
 import { mlaLayer, mlaParams } from './mla.js';
 import { denseFfn, moeFfn, routerParams } from './moe.js';
-import type { StepBatch } from './step.js';
+import type { StepBatch, StepPeers } from './step.js';
 import type { ModelWeights } from './weights.js';
 
 export interface ForwardOptions {
@@ -28,6 +31,8 @@ export class Model {
   private readonly mla: MlaParams;
   private readonly gqa: GqaParams;
   private readonly router: RouterParams;
+  /** Tensor parallel: ids mapped into this rank's vocabulary piece (scratch for maxBatchTokens). */
+  private readonly localIds: Int32Array;
 
   constructor(
     readonly be: Backend,
@@ -36,7 +41,10 @@ export class Model {
     readonly maxBatchTokens: number,
     readonly maxSampleRows: number,
     cacheBlockSize: number,
+    /** Set on rank 0 of a multi-process tensor-parallel group. */
+    readonly peers: StepPeers | null = null,
   ) {
+    this.localIds = new Int32Array(spec.shard.size > 1 ? maxBatchTokens : 0);
     this.act = allocActivations(be, spec, maxBatchTokens, maxSampleRows);
     this.lightning = spec.layers.map((l) => (l.mixer === 'lightning' ? lightningParams(spec, l.index) : null));
     this.mla = mlaParams(spec, cacheBlockSize);
@@ -60,8 +68,11 @@ export class Model {
     const C = spec.config.hidden_size;
     const eps = spec.config.rms_norm_eps;
     const x = act.x.prefix([T, C]), r = act.residual.prefix([T, C]), mix = act.mix.prefix([T, C]);
+    const tp = spec.shard.size;
+    const reduce = (t: Tensor): void => (tp > 1 ? ops.allReduceSum(t) : undefined);
 
-    ops.embedding(r, w.embed, batch.ids);
+    this.peers?.send(batch);
+    this.embed(r, batch.ids);
     for (const layer of w.layers) {
       const l = layer.index;
       if (l === 0) ops.rmsnorm(x, r, layer.inputNorm, eps);
@@ -69,9 +80,11 @@ export class Model {
       if (layer.mixer.kind === 'lightning') lightningLayer(be, spec, l, layer.mixer, this.lightning[l]!, act, batch, cache, x, mix);
       else if (layer.mixer.kind === 'gqa') gqaLayer(be, spec, l, layer.mixer, this.gqa, act, batch, cache, x, mix);
       else mlaLayer(be, spec, l, layer.mixer, this.mla, act, batch, cache, x, mix);
+      reduce(mix); // row-parallel o_proj / dense: sum the ranks' partial outputs
       ops.addRmsnorm(x, r, mix, layer.postNorm, eps);
       if (layer.ffn.kind === 'dense') denseFfn(be, layer.ffn, act, x, mix);
       else moeFfn(be, spec, layer.ffn, this.router, act, x, mix);
+      reduce(mix); // row-parallel down projections (dense, shared and routed experts) in one sum
       if (opts.onLayer) {
         // Materialise r + ffn for the tap without disturbing the fused stream.
         const hidden = act.shared.prefix([T, C]);
@@ -81,11 +94,30 @@ export class Model {
     }
     ops.addRmsnorm(x, r, mix, w.finalNorm, eps);
     for (const s of batch.seqs) s.seq.length = s.ctxStart + s.len;
-    if (S === 0) return act.logits.prefix([0, spec.config.vocab_size]);
-    const sel = act.sel.prefix([S, C]);
-    ops.gatherRows(sel, x, batch.sampleRows);
     const logits = act.logits.prefix([S, spec.config.vocab_size]);
-    ops.matmul(logits, sel, w.lmHead, null);
+    if (S > 0) {
+      const sel = act.sel.prefix([S, C]);
+      ops.gatherRows(sel, x, batch.sampleRows);
+      if (tp === 1) ops.matmul(logits, sel, w.lmHead, null);
+      else {
+        // Vocab-parallel lm_head: this rank's V/tp logits, then the pieces side by side.
+        const part = act.logitsLocal.prefix([S, spec.local.vocab]);
+        ops.matmul(part, sel, w.lmHead, null);
+        ops.allGatherCols(logits, part);
+      }
+    }
+    this.peers?.wait();
     return logits;
+  }
+
+  /** r [T, C] = embedding rows of ids; vocab-parallel under TP (ids outside this rank's piece read its zero row, then the sum). */
+  private embed(r: Tensor, ids: Int32Array): void {
+    const { spec, be } = this;
+    if (spec.shard.size === 1) return be.ops.embedding(r, this.weights.embed, ids);
+    const { vocabStart: v0, vocabCount: n, vocab: zeroRow } = spec.local;
+    const local = this.localIds.subarray(0, ids.length);
+    for (let t = 0; t < ids.length; t++) local[t] = ids[t] >= v0 && ids[t] < v0 + n ? ids[t] - v0 : zeroRow;
+    be.ops.embedding(r, this.weights.embed, local);
+    be.ops.allReduceSum(r);
   }
 }

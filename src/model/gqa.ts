@@ -12,7 +12,7 @@ import type { GqaWeights } from './weights.js';
 
 export function gqaParams(spec: ModelSpec, blockSize: number): GqaParams {
   const c = spec.config;
-  return { nHeads: c.num_attention_heads, nKvHeads: c.num_key_value_heads, headDim: c.head_dim, scale: c.head_dim ** -0.5, blockSize };
+  return { nHeads: spec.local.heads, nKvHeads: spec.local.kvHeads, headDim: c.head_dim, scale: c.head_dim ** -0.5, blockSize };
 }
 
 /** out [T, C] = GQA(x [T, C]); writes this step's keys and values into the layer's cache first. */

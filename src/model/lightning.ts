@@ -11,7 +11,7 @@ export function lightningParams(spec: ModelSpec, layer: number): LightningParams
   const c = spec.config;
   const s = spec.semantics;
   return {
-    nHeads: c.num_attention_heads,
+    nHeads: spec.local.heads,
     headDim: c.head_dim,
     decay: spec.decay[layer]!,
     scale: c.head_dim ** -0.5,
@@ -22,12 +22,12 @@ export function lightningParams(spec: ModelSpec, layer: number): LightningParams
   };
 }
 
-/** out [T, C] = LightningAttention(x [T, C]). */
+/** out [T, C] = LightningAttention(x [T, C]); under TP, this rank's heads' partial sum of the dense projection. */
 export function lightningLayer(be: Backend, spec: ModelSpec, layer: number, w: LightningWeights, p: LightningParams, act: Activations, batch: StepBatch, cache: HybridCache, x: Tensor, out: Tensor): void {
   const c = spec.config;
   const ops = be.ops;
   const T = x.shape[0];
-  const H = c.num_attention_heads, D = c.head_dim, HD = H * D;
+  const H = spec.local.heads, D = c.head_dim, HD = H * D; // this rank's heads (spec §7)
   const eps = c.rms_norm_eps;
   const qv = act.q.prefix([T, HD]), k = act.k.prefix([T, HD]), v = act.v.prefix([T, HD]);
   // qkv rows are [Q ; K ; V]: three matmuls on row views of one weight.
@@ -46,15 +46,20 @@ export function lightningLayer(be: Backend, spec: ModelSpec, layer: number, w: L
   }
   const o = act.o.prefix([T, HD]);
   const states = cache.states.get(layer)!;
-  for (const s of batch.seqs) {
-    const rows = (t: Tensor): Tensor => t.rows(s.start, s.len);
-    if (s.len === 1) ops.lightningDecode(rows(o), rows(qv), rows(k), rows(v), states, Int32Array.of(s.seq.slot), p);
+  for (let i = 0; i < batch.seqs.length; ) {
+    const s = batch.seqs[i];
+    // Consecutive one-token sequences on consecutive rows share one decode launch.
+    let j = i + 1;
+    if (s.len === 1) while (j < batch.seqs.length && batch.seqs[j].len === 1 && batch.seqs[j].start === s.start + (j - i)) j++;
+    const rows = (t: Tensor): Tensor => t.rows(s.start, s.len === 1 ? j - i : s.len);
+    if (s.len === 1) ops.lightningDecode(rows(o), rows(qv), rows(k), rows(v), states, Int32Array.from(batch.seqs.slice(i, j), (d) => d.seq.slot), p);
     else ops.lightningPrefill(rows(o), rows(qv), rows(k), rows(v), states.rows(s.seq.slot, 1).reshape([H, D, D]), p);
+    i = j;
   }
   const g = act.g.prefix([T, HD]);
   ops.matmul(g, x, w.gProj, w.gProjBias);
   const o2 = act.o2.prefix([T, HD]);
-  ops.groupRmsnormGate(o2, o, g, w.gNorm, c.group_norm_size, eps);
+  ops.groupRmsnormGate(o2, o, g, w.gNorm, spec.local.groups, eps);
   ops.matmul(out, o2, w.dense, w.denseBias);
 }
 

@@ -10,7 +10,7 @@ import type { MlaWeights } from './weights.js';
 export function mlaParams(spec: ModelSpec, blockSize: number): MlaParams {
   const c = spec.config;
   return {
-    nHeads: c.num_attention_heads,
+    nHeads: spec.local.heads, // this rank's heads (spec §7)
     qkNope: c.qk_nope_head_dim,
     qkRope: c.qk_rope_head_dim,
     vHead: c.v_head_dim,
@@ -20,7 +20,10 @@ export function mlaParams(spec: ModelSpec, blockSize: number): MlaParams {
   };
 }
 
-/** out [T, C] = MLA(x [T, C]); writes this step's latents into the layer's cache first. */
+/**
+ * out [T, C] = MLA(x [T, C]); writes this step's latents into the layer's cache first. Under TP the
+ * latent (q_a, kv_a) is computed whole on every rank and out is this rank's heads' partial sum.
+ */
 export function mlaLayer(be: Backend, spec: ModelSpec, layer: number, w: MlaWeights, p: MlaParams, act: Activations, batch: StepBatch, cache: HybridCache, x: Tensor, out: Tensor): void {
   const c = spec.config;
   const ops = be.ops;

@@ -29,7 +29,10 @@ export function denseFfn(be: Backend, w: DenseFfnWeights, act: Activations, x: T
   be.ops.matmul(out, h, w.down, w.downBias);
 }
 
-/** out [T, C] = Σ_k w_k·expert_k(x) (weights renormalised and scaled by the router) + shared(x). */
+/**
+ * out [T, C] = Σ_k w_k·expert_k(x) (weights renormalised and scaled by the router) + shared(x).
+ * Under TP the router runs whole on every rank and out is this rank's F-slice partial sum.
+ */
 export function moeFfn(be: Backend, spec: ModelSpec, w: MoeWeights, p: RouterParams, act: Activations, x: Tensor, out: Tensor): void {
   const c = spec.config;
   const T = x.shape[0];
@@ -39,7 +42,7 @@ export function moeFfn(be: Backend, spec: ModelSpec, w: MoeWeights, p: RouterPar
   if (spec.semantics.routerLogitsBf16) be.ops.roundBf16(logits);
   const ids = act.topIds.prefix([T, K]), weights = act.topW.prefix([T, K]);
   be.ops.moeRoute(ids, weights, logits, w.expertBias, p);
-  be.ops.moeExperts(out, x, ids, weights, w.w13, w.w2, c.moe_intermediate_size);
+  be.ops.moeExperts(out, x, ids, weights, w.w13, w.w2, spec.local.moeFfn); // this rank's F/tp slice of every expert
   if (w.shared) {
     const sh = act.shared.prefix([T, c.hidden_size]);
     denseFfn(be, w.shared, act, x, sh);

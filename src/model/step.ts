@@ -9,6 +9,16 @@ export interface StepSeq {
   readonly ctxStart: number;
 }
 
+/**
+ * Rank 0 of a tensor-parallel group of processes: the other ranks run every step rank 0 runs.
+ * send() hands them the batch before rank 0's first op; wait() returns once rank 0's queued work
+ * (collectives included) is done and throws if a peer died instead of waiting forever.
+ */
+export interface StepPeers {
+  send(batch: StepBatch): void;
+  wait(): void;
+}
+
 /** A mixed batch: any number of prefill chunks and decode tokens in one forward. */
 export interface StepBatch {
   readonly ids: Int32Array; // [T]

@@ -6,14 +6,15 @@ import type { Compat } from './config.js';
 import { cacheGeometry } from './cache-spec.js';
 import { Model } from './forward.js';
 import { loadModelDir } from './load.js';
+import type { Shard } from './shard.js';
 
 export interface Harness {
   readonly model: Model;
   readonly cache: HybridCache;
 }
 
-export function harness(dir: string, be: Backend, compat: Compat = 'default', maxTokens = 512, blockSize = 16): Harness {
-  const { spec, weights } = loadModelDir(dir, be, compat);
+export function harness(dir: string, be: Backend, compat: Compat = 'default', maxTokens = 512, blockSize = 16, shard?: Shard): Harness {
+  const { spec, weights } = loadModelDir(dir, be, compat, undefined, shard);
   const model = new Model(be, spec, weights, maxTokens, maxTokens, blockSize);
   const cache = new HybridCache(
     be,

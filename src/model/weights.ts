@@ -9,12 +9,15 @@ import type { Backend, WeightSource, WeightUse } from '../backend/backend.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { ModelLoadError } from '../util/errors.js';
 import type { ModelSpec } from './config.js';
+import { piece } from './shard.js';
 
 /** What weights.ts needs from a checkpoint (loader/checkpoint.ts provides it). */
 export interface TensorSource {
   names(): string[];
   info(name: string): { dtype: string; shape: readonly number[] };
   read(name: string): Uint8Array;
+  /** Bytes [start, start+length) of one tensor; absent: read() and cut (tensor-parallel slices use it). */
+  readRange?(name: string, byteStart: number, byteLength: number): Uint8Array;
   /** Where errors should point (the model directory). */
   readonly location: string;
 }
@@ -95,6 +98,21 @@ export interface ModelWeights {
 
 const DTYPES: Record<string, WeightSource['dtype']> = { F32: 'f32', BF16: 'bf16', F16: 'f16' };
 
+/**
+ * A tensor-parallel piece of a checkpoint tensor seen as 2-D [rows, cols] (1-D: [n, 1]; N-D:
+ * leading dims flattened): the listed row ranges, each cut to columns [cols[0], cols[0]+cols[1]).
+ * Column-parallel weights take row ranges, row-parallel ones a column range.
+ */
+export interface Slice {
+  readonly rows?: readonly (readonly [number, number])[];
+  readonly cols?: readonly [number, number];
+  /** Zero rows appended (the padded vocabulary piece of the last rank, the embedding's zero row). */
+  readonly padRows?: number;
+}
+
+/** Largest single read while cutting a column slice (whole rows are read, then cut). */
+const CHUNK_BYTES = 16 << 20;
+
 /** Loads a checkpoint's tensors into a backend, checking names, shapes and dtypes. */
 class WeightReader {
   readonly used = new Set<string>();
@@ -127,7 +145,7 @@ class WeightReader {
   }
 
   /** One tensor under any of `names`; null (and a problem) when absent and required. */
-  get(names: readonly string[], shape: readonly number[], use: WeightUse, required = true): Tensor | null {
+  get(names: readonly string[], shape: readonly number[], use: WeightUse, required = true, slice: Slice | null = null): Tensor | null {
     const name = this.has(names);
     if (name === null) {
       if (required) this.problems.push(`missing tensor ${names[0]}${names.length > 1 ? ` (or ${names.slice(1).join(', ')})` : ''} [${shape.join(', ')}]`);
@@ -136,12 +154,50 @@ class WeightReader {
     this.used.add(name);
     const dtype = this.check(name, shape);
     if (!dtype) return null;
-    return this.be.loadWeight({ dtype, shape, parts: [this.src.read(name)] }, use);
+    if (!slice) return this.be.loadWeight({ dtype, shape, parts: [this.src.read(name)] }, use);
+    const { parts, shape: out } = this.readSlice(name, shape, dtype, slice);
+    return this.be.loadWeight({ dtype, shape: out, parts }, use);
+  }
+
+  /**
+   * This rank's piece of one tensor, read with readRange: row ranges directly, column slices in
+   * chunks of whole rows cut on the host, so no buffer ever holds the whole tensor.
+   */
+  readSlice(name: string, shape: readonly number[], dtype: WeightSource['dtype'], slice: Slice): { parts: Uint8Array[]; shape: number[] } {
+    const el = dtype === 'f32' ? 4 : 2;
+    const cols = shape.length <= 1 ? 1 : shape[shape.length - 1];
+    const rows = shape.length === 0 ? 1 : shape.reduce((a, b) => a * b, 1) / cols;
+    const ranges = slice.rows ?? [[0, rows] as const];
+    const [c0, cn] = slice.cols ?? [0, cols];
+    const range = (start: number, length: number): Uint8Array =>
+      this.src.readRange ? this.src.readRange(name, start, length) : this.src.read(name).subarray(start, start + length);
+    const parts: Uint8Array[] = [];
+    for (const [r0, rn] of ranges) {
+      if (cn === cols) {
+        const perChunk = Math.max(1, Math.floor(CHUNK_BYTES / (cols * el)));
+        for (let r = r0; r < r0 + rn; r += perChunk) parts.push(range(r * cols * el, Math.min(perChunk, r0 + rn - r) * cols * el));
+        continue;
+      }
+      const perChunk = Math.max(1, Math.floor(CHUNK_BYTES / (cols * el)));
+      for (let r = r0; r < r0 + rn; r += perChunk) {
+        const n = Math.min(perChunk, r0 + rn - r);
+        const whole = range(r * cols * el, n * cols * el);
+        const cut = new Uint8Array(n * cn * el);
+        for (let i = 0; i < n; i++) cut.set(whole.subarray((i * cols + c0) * el, (i * cols + c0 + cn) * el), i * cn * el);
+        parts.push(cut);
+      }
+    }
+    const pad = slice.padRows ?? 0;
+    if (pad > 0) parts.push(new Uint8Array(pad * cn * el));
+    const nRows = ranges.reduce((a, [, n]) => a + n, 0) + pad;
+    return { parts, shape: shape.length <= 1 ? [nRows] : [nRows, cn] };
   }
 
   /** Several tensors concatenated along dim 0 (gate+up stacking, per-expert stacking). */
-  stack(parts: { names: readonly string[]; shape: readonly number[] }[], use: WeightUse): Tensor | null {
+  stack(parts: { names: readonly string[]; shape: readonly number[]; slice?: Slice }[], use: WeightUse): Tensor | null {
     const bufs: Uint8Array[] = [];
+    let outRows = 0;
+    let outCols: number[] = [];
     let dtype: WeightSource['dtype'] | null = null;
     let ok = true;
     for (const p of parts) {
@@ -159,13 +215,22 @@ class WeightReader {
         ok = false;
       } else {
         dtype = d;
-        if (ok) bufs.push(this.src.read(name));
+        if (!ok) continue;
+        if (p.slice) {
+          const got = this.readSlice(name, p.shape, d, p.slice);
+          bufs.push(...got.parts);
+          outRows += got.shape[0];
+          outCols = got.shape.slice(1);
+        } else {
+          bufs.push(this.src.read(name));
+          outRows += p.shape[0];
+          outCols = p.shape.slice(1);
+        }
       }
     }
     if (!ok || dtype === null) return null;
-    const rows = parts.reduce((a, p) => a + p.shape[0], 0);
     // Parts go to the backend as they are: no single host buffer for a whole stacked tensor.
-    return this.be.loadWeight({ dtype, shape: [rows, ...parts[0].shape.slice(1)], parts: bufs }, use);
+    return this.be.loadWeight({ dtype, shape: [outRows, ...outCols], parts: bufs }, use);
   }
 }
 
@@ -179,7 +244,17 @@ export function loadWeights(spec: ModelSpec, source: TensorSource, be: Backend, 
   const total = source.names().length;
   let done = 0;
   const src: TensorSource = onProgress
-    ? { names: () => source.names(), info: (n) => source.info(n), location: source.location, read: (n) => { const b = source.read(n); onProgress(++done, total); return b; } }
+    ? {
+        names: () => source.names(),
+        info: (n) => source.info(n),
+        location: source.location,
+        read: (n) => {
+          const b = source.read(n);
+          onProgress(++done, total);
+          return b;
+        },
+        readRange: source.readRange ? (n, start, len) => source.readRange!(n, start, len) : undefined,
+      }
     : source;
   const c = spec.config;
   const r = new WeightReader(src, be);
@@ -189,20 +264,37 @@ export function loadWeights(spec: ModelSpec, source: TensorSource, be: Backend, 
   const E = c.num_experts, F = c.moe_intermediate_size;
   const must = <T>(t: T | null): T => t as T; // problems are collected and thrown below
 
-  const embed = r.get(['model.word_embeddings.weight', 'model.embed_tokens.weight'], [V, C], 'matrix');
-  const finalNorm = r.get(['model.norm.weight'], [C], 'vector');
-  let lmHead = r.get(['lm_head.weight'], [V, C], 'matrix', !c.tie_word_embeddings);
-  if (!lmHead) lmHead = embed;
+  // Tensor parallelism (spec §7, shard.ts): column-parallel weights take this rank's rows,
+  // row-parallel ones its columns; at tp 1 nothing is sliced.
+  const shard = spec.shard, loc = spec.local, tp = shard.size;
+  const sl = (s: Slice): Slice | null => (tp > 1 ? s : null);
+  const [h0, Hl] = piece(H, shard);
+  const HDl = Hl * D;
+  /** The bias of a row-parallel matmul is added by rank 0 only (the all-reduce sums the ranks). */
+  const once = (t: Tensor | null): Tensor | null => (shard.rank === 0 ? t : null);
 
-  const dense = (p: string, width: number, bias: boolean): DenseFfnWeights => ({
-    kind: 'dense',
-    ffn: width,
-    gateUp: must(r.stack([{ names: [p + 'gate_proj.weight'], shape: [width, C] }, { names: [p + 'up_proj.weight'], shape: [width, C] }], 'matrix')),
-    gateUpBias: bias ? r.stack([{ names: [p + 'gate_proj.bias'], shape: [width] }, { names: [p + 'up_proj.bias'], shape: [width] }], 'vector') : null,
-    down: must(r.get([p + 'down_proj.weight'], [C, width], 'matrix')),
-    downBias: bias ? r.get([p + 'down_proj.bias'], [C], 'vector') : null,
-  });
-  const optBias = (names: string[], n: number, required: boolean): Tensor | null => (required || r.has(names) ? r.get(names, [n], 'vector') : null);
+  // Vocab-parallel: rank r holds rows [vocabStart, +vocabCount) padded to loc.vocab rows; the
+  // embedding piece has one more zero row that ids outside the piece are mapped to.
+  const vocabRows = (extra: number): Slice | null => sl({ rows: [[loc.vocabStart, loc.vocabCount]], padRows: loc.vocab - loc.vocabCount + extra });
+  const embed = r.get(['model.word_embeddings.weight', 'model.embed_tokens.weight'], [V, C], 'matrix', true, vocabRows(1));
+  const finalNorm = r.get(['model.norm.weight'], [C], 'vector');
+  let lmHead = r.get(['lm_head.weight'], [V, C], 'matrix', !c.tie_word_embeddings, vocabRows(0));
+  if (!lmHead) lmHead = embed && tp > 1 ? embed.rows(0, loc.vocab) : embed;
+
+  const dense = (p: string, width: number, bias: boolean): DenseFfnWeights => {
+    if (width % tp !== 0) r.problems.push(`${p}gate_proj.weight: width ${width} is not divisible by the tensor parallel size ${tp}`);
+    const [f0, Fl] = piece(width - (width % tp), shard);
+    const rows = sl({ rows: [[f0, Fl]] }) ?? undefined;
+    return {
+      kind: 'dense',
+      ffn: Fl,
+      gateUp: must(r.stack([{ names: [p + 'gate_proj.weight'], shape: [width, C], slice: rows }, { names: [p + 'up_proj.weight'], shape: [width, C], slice: rows }], 'matrix')),
+      gateUpBias: bias ? r.stack([{ names: [p + 'gate_proj.bias'], shape: [width], slice: rows }, { names: [p + 'up_proj.bias'], shape: [width], slice: rows }], 'vector') : null,
+      down: must(r.get([p + 'down_proj.weight'], [C, width], 'matrix', true, sl({ cols: [f0, Fl] }))),
+      downBias: bias ? once(r.get([p + 'down_proj.bias'], [C], 'vector')) : null,
+    };
+  };
+  const optBias = (names: string[], n: number, required: boolean, slice: Slice | null = null): Tensor | null => (required || r.has(names) ? r.get(names, [n], 'vector', true, slice) : null);
 
   const layers: LayerWeights[] = spec.layers.map((plan) => {
     const p = `model.layers.${plan.index}.`;
@@ -213,45 +305,52 @@ export function loadWeights(spec: ModelSpec, source: TensorSource, be: Backend, 
       // Same attention.* names as the lightning layers (SGLang BailingMoEAttention, mlx-lm), with
       // a (H + 2·KVH)·D wide query_key_value and no g_proj / g_norm.
       const a = p + 'attention.';
-      const qkvRows = (H + 2 * c.num_key_value_heads) * D;
+      const KVH = c.num_key_value_heads;
+      const qkvRows = (H + 2 * KVH) * D;
+      const [k0, KVl] = piece(KVH, shard);
+      const heads = sl({ rows: [[h0 * D, HDl], [HD + k0 * D, KVl * D], [HD + KVH * D + k0 * D, KVl * D]] });
       mixer = {
         kind: 'gqa',
-        qkv: must(r.get([a + 'query_key_value.weight'], [qkvRows, C], 'matrix')),
-        qkvBias: optBias([a + 'query_key_value.bias'], qkvRows, c.use_qkv_bias || c.use_bias),
+        qkv: must(r.get([a + 'query_key_value.weight'], [qkvRows, C], 'matrix', true, heads)),
+        qkvBias: optBias([a + 'query_key_value.bias'], qkvRows, c.use_qkv_bias || c.use_bias, heads),
         qNorm: c.use_qk_norm ? r.get([a + 'query_layernorm.weight'], [D], 'vector') : null,
         kNorm: c.use_qk_norm ? r.get([a + 'key_layernorm.weight'], [D], 'vector') : null,
-        dense: must(r.get([a + 'dense.weight'], [C, HD], 'matrix')),
-        denseBias: optBias([a + 'dense.bias'], C, c.use_bias),
+        dense: must(r.get([a + 'dense.weight'], [C, HD], 'matrix', true, sl({ cols: [h0 * D, HDl] }))),
+        denseBias: once(optBias([a + 'dense.bias'], C, c.use_bias)),
       };
     } else if (plan.mixer === 'lightning') {
+      // Rows [Q ; K ; V] each head-major: this rank's heads from each third (spec §4.1).
+      const qkvHeads = sl({ rows: [[h0 * D, HDl], [HD + h0 * D, HDl], [2 * HD + h0 * D, HDl]] });
+      const heads = sl({ rows: [[h0 * D, HDl]] }); // g_proj rows and the contiguous g_norm slice
       mixer = {
         kind: 'lightning',
-        qkv: must(r.get(lin('query_key_value.weight', 'query_key_value.weight'), [3 * HD, C], 'matrix')),
-        qkvBias: optBias(lin('query_key_value.bias', 'query_key_value.bias'), 3 * HD, c.use_qkv_bias || c.use_bias),
+        qkv: must(r.get(lin('query_key_value.weight', 'query_key_value.weight'), [3 * HD, C], 'matrix', true, qkvHeads)),
+        qkvBias: optBias(lin('query_key_value.bias', 'query_key_value.bias'), 3 * HD, c.use_qkv_bias || c.use_bias, qkvHeads),
         qNorm: c.use_qk_norm ? r.get(lin('query_layernorm.weight', 'query_layernorm.weight'), [D], 'vector') : null,
         kNorm: c.use_qk_norm ? r.get(lin('key_layernorm.weight', 'key_layernorm.weight'), [D], 'vector') : null,
-        gProj: must(r.get(lin('g_proj.weight', 'g_proj.weight'), [HD, C], 'matrix')),
-        gProjBias: optBias(lin('g_proj.bias', 'g_proj.bias'), HD, false),
-        gNorm: must(r.get(lin('g_norm.weight', 'g_norm.weight'), [HD], 'vector')),
-        dense: must(r.get(lin('dense.weight', 'o_proj.weight'), [C, HD], 'matrix')),
-        denseBias: optBias(lin('dense.bias', 'o_proj.bias'), C, c.use_bias),
+        gProj: must(r.get(lin('g_proj.weight', 'g_proj.weight'), [HD, C], 'matrix', true, heads)),
+        gProjBias: optBias(lin('g_proj.bias', 'g_proj.bias'), HD, false, heads),
+        gNorm: must(r.get(lin('g_norm.weight', 'g_norm.weight'), [HD], 'vector', true, heads)),
+        dense: must(r.get(lin('dense.weight', 'o_proj.weight'), [C, HD], 'matrix', true, sl({ cols: [h0 * D, HDl] }))),
+        denseBias: once(optBias(lin('dense.bias', 'o_proj.bias'), C, c.use_bias)),
       };
     } else {
       const qk = H * (nope + rope);
       const ql = c.q_lora_rank;
+      const qHeads = sl({ rows: [[h0 * (nope + rope), Hl * (nope + rope)]] });
       mixer = {
         kind: 'mla',
         qA: ql ? r.get(mla('q_a_proj.weight', 'q_a_proj.weight'), [ql, C], 'matrix') : null,
         qABias: ql ? optBias(mla('q_a_proj.bias', 'q_a_proj.bias'), ql, c.use_qkv_bias) : null,
         qANorm: ql ? r.get(mla('q_a_layernorm.weight', 'q_a_layernorm.weight'), [ql], 'vector') : null,
-        qB: ql ? r.get(mla('q_b_proj.weight', 'q_b_proj.weight'), [qk, ql], 'matrix') : null,
-        q: ql ? null : r.get(mla('q_proj.weight', 'q_proj.weight'), [qk, C], 'matrix'),
+        qB: ql ? r.get(mla('q_b_proj.weight', 'q_b_proj.weight'), [qk, ql], 'matrix', true, qHeads) : null,
+        q: ql ? null : r.get(mla('q_proj.weight', 'q_proj.weight'), [qk, C], 'matrix', true, qHeads),
         kvA: must(r.get(mla('kv_a_proj_with_mqa.weight', 'kv_a_proj_with_mqa.weight'), [Lr + rope, C], 'matrix')),
         kvABias: optBias(mla('kv_a_proj_with_mqa.bias', 'kv_a_proj_with_mqa.bias'), Lr + rope, c.use_qkv_bias),
         kvANorm: must(r.get(mla('kv_a_layernorm.weight', 'kv_a_layernorm.weight'), [Lr], 'vector')),
-        kvB: must(r.get(mla('kv_b_proj.weight', 'kv_b_proj.weight'), [H * (nope + vDim), Lr], 'vector')),
-        o: must(r.get(mla('dense.weight', 'o_proj.weight'), [C, H * vDim], 'matrix')),
-        oBias: optBias(mla('dense.bias', 'o_proj.bias'), C, c.use_qkv_bias),
+        kvB: must(r.get(mla('kv_b_proj.weight', 'kv_b_proj.weight'), [H * (nope + vDim), Lr], 'vector', true, sl({ rows: [[h0 * (nope + vDim), Hl * (nope + vDim)]] }))),
+        o: must(r.get(mla('dense.weight', 'o_proj.weight'), [C, H * vDim], 'matrix', true, sl({ cols: [h0 * vDim, Hl * vDim] }))),
+        oBias: once(optBias(mla('dense.bias', 'o_proj.bias'), C, c.use_qkv_bias)),
       };
     }
     let ffn: DenseFfnWeights | MoeWeights;
@@ -263,16 +362,21 @@ export function loadWeights(spec: ModelSpec, source: TensorSource, be: Backend, 
       const expertBias = c.moe_router_enable_expert_bias ? r.get(biasNames, [E], 'vector') : null;
       let w13: Tensor | null;
       let w2: Tensor | null;
+      // TP over each expert's intermediate dim: every rank holds every expert's F/tp slice.
+      const [f0, Fl] = piece(F, shard);
+      const fRows = sl({ rows: [[f0, Fl]] }) ?? undefined;
+      const fCols = sl({ cols: [f0, Fl] }) ?? undefined;
       if (r.has([m + 'experts.gate_up_proj'])) {
         // transformers port: stacked [E, 2F, C] and [E, C, F], same row order as ours.
-        w13 = r.stack([{ names: [m + 'experts.gate_up_proj'], shape: [E, 2 * F, C] }], 'matrix')?.reshape([E * 2 * F, C]) ?? null;
-        w2 = r.stack([{ names: [m + 'experts.down_proj'], shape: [E, C, F] }], 'matrix')?.reshape([E * C, F]) ?? null;
+        const gu = sl({ rows: Array.from({ length: 2 * E }, (_, i) => [Math.floor(i / 2) * 2 * F + (i % 2) * F + f0, Fl] as const) }) ?? undefined;
+        w13 = r.stack([{ names: [m + 'experts.gate_up_proj'], shape: [E, 2 * F, C], slice: gu }], 'matrix')?.reshape([E * 2 * Fl, C]) ?? null;
+        w2 = r.stack([{ names: [m + 'experts.down_proj'], shape: [E, C, F], slice: fCols }], 'matrix')?.reshape([E * C, Fl]) ?? null;
       } else {
-        const parts13: { names: string[]; shape: number[] }[] = [];
-        const parts2: { names: string[]; shape: number[] }[] = [];
+        const parts13: { names: string[]; shape: number[]; slice?: Slice }[] = [];
+        const parts2: { names: string[]; shape: number[]; slice?: Slice }[] = [];
         for (let e = 0; e < E; e++) {
-          parts13.push({ names: [`${m}experts.${e}.gate_proj.weight`], shape: [F, C] }, { names: [`${m}experts.${e}.up_proj.weight`], shape: [F, C] });
-          parts2.push({ names: [`${m}experts.${e}.down_proj.weight`], shape: [C, F] });
+          parts13.push({ names: [`${m}experts.${e}.gate_proj.weight`], shape: [F, C], slice: fRows }, { names: [`${m}experts.${e}.up_proj.weight`], shape: [F, C], slice: fRows });
+          parts2.push({ names: [`${m}experts.${e}.down_proj.weight`], shape: [C, F], slice: fCols });
         }
         w13 = r.stack(parts13, 'matrix');
         w2 = r.stack(parts2, 'matrix');

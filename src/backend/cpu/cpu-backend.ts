@@ -6,7 +6,7 @@ import { availableParallelism } from 'node:os';
 import { Tensor, fromF64, hostArrayFor, type Dtype } from '../../tensor/tensor.js';
 import { assert } from '../../util/assert.js';
 import { f16ToF32 } from '../../util/numeric.js';
-import type { Backend, Ops, WeightSource, WeightUse } from '../backend.js';
+import type { Backend, HostComm, Ops, WeightSource, WeightUse } from '../backend.js';
 import { cpuEmbedding } from '../../ops/embedding/cpu.js';
 import { cpuAdd, cpuGatherRows, cpuRoundBf16, cpuSilu, cpuSiluMul } from '../../ops/elementwise/cpu.js';
 import { cpuGqaAttention, cpuGqaCacheWrite } from '../../ops/gqa/cpu.js';
@@ -15,6 +15,7 @@ import { cpuLightningDecode, cpuLightningPrefill } from '../../ops/lightning/cpu
 import { cpuMatmul } from '../../ops/matmul/pooled.js';
 import { cpuMlaCacheWrite, cpuMlaDecodeAbsorbed, cpuMlaPrefillExpanded } from '../../ops/mla/cpu.js';
 import { cpuMoeExperts, cpuMoeRoute } from '../../ops/moe/cpu.js';
+import { cpuAllGatherCols, cpuAllReduceSum } from '../../ops/collective/cpu.js';
 import { cpuAddRmsnorm, cpuHeadRmsnorm, cpuRmsnorm } from '../../ops/rmsnorm/cpu.js';
 import { cpuRope } from '../../ops/rope/cpu.js';
 import type { CpuOpContext } from '../../ops/cpu-context.js';
@@ -25,6 +26,8 @@ export interface CpuBackendOptions {
   threads?: number;
   /** Keep bf16 matrices in bf16 (half the memory, slower matmul) instead of widening to f32. */
   keepBf16?: boolean;
+  /** Tensor-parallel peers (tests run N CPU ranks in one process); absent: one rank. */
+  comm?: HostComm;
 }
 
 export class CpuBackend implements Backend {
@@ -65,6 +68,8 @@ export class CpuBackend implements Backend {
       gqaAttention: (out, q, cache, seq, p) => cpuGqaAttention(ctx, out, q, cache, seq, p),
       moeRoute: cpuMoeRoute,
       moeExperts: (out, x, ids, weights, w13, w2, ffn) => cpuMoeExperts(ctx, out, x, ids, weights, w13, w2, ffn),
+      allReduceSum: (x) => cpuAllReduceSum(opts.comm ?? null, x),
+      allGatherCols: (out, x) => cpuAllGatherCols(opts.comm ?? null, out, x),
     };
   }
 

@@ -14,6 +14,7 @@ import { bf16ToF32, f16ToF32 } from '../../util/numeric.js';
 import type { Backend, Ops, WeightSource, WeightUse } from '../backend.js';
 import { CudaContext } from './context.js';
 import { CudaDriver, type DeviceInfo } from './driver.js';
+import { cudaAllGatherCols, cudaAllReduceSum, type CudaTp } from './ops-collective.js';
 import {
   cudaAdd,
   cudaAddRmsnorm,
@@ -50,6 +51,11 @@ export interface CudaBackendOptions {
    * device with seeded uniform values (matrices ~ U(±sqrt(3/cols)), vectors 1 ± 0.1).
    */
   dummyWeights?: { seed: number };
+  /**
+   * Tensor parallelism: the NCCL communicator of this rank (device = its GPU). Made by
+   * initTp() once the context exists (NCCL binds to the current CUDA context).
+   */
+  tp?: (c: CudaContext) => CudaTp;
 }
 
 /** Why CUDA cannot be used here, or null when a device is present (tests skip on a reason). */
@@ -68,6 +74,8 @@ export class CudaBackend implements Backend {
   readonly ops: Ops;
   readonly c: CudaContext;
   private readonly dummy: { seed: number } | null;
+  /** Tensor-parallel communicator (null: one GPU). */
+  readonly tp: CudaTp | null;
   private dummyCount = 0;
 
   constructor(opts: CudaBackendOptions = {}) {
@@ -97,7 +105,10 @@ export class CudaBackend implements Backend {
       gqaAttention: (out, q, cache, seq, p) => cudaGqaAttention(c, out, q, cache, seq, p),
       moeRoute: (ids, w, logits, bias, p) => cudaMoeRoute(c, ids, w, logits, bias, p),
       moeExperts: (out, x, ids, w, w13, w2, ffn) => cudaMoeExperts(c, out, x, ids, w, w13, w2, ffn),
+      allReduceSum: (x) => cudaAllReduceSum(c, this.tp, x),
+      allGatherCols: (out, x) => cudaAllGatherCols(c, this.tp, out, x),
     };
+    this.tp = opts.tp ? opts.tp(c) : null;
   }
 
   get device(): DeviceInfo {
@@ -191,6 +202,7 @@ export class CudaBackend implements Backend {
   }
 
   dispose(): void {
+    if (this.tp) this.tp.nccl.destroy(this.tp.comm);
     this.c.dispose();
   }
 }

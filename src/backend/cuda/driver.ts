@@ -454,3 +454,109 @@ export interface LtPlan {
   /** Workspace the algorithm needs. */
   readonly wsBytes: number;
 }
+
+// ==== NCCL (tensor parallelism, issue 6) ======================================================
+// Loaded only when tp > 1, so single-GPU users need no libnccl. NVLink multicast (NVLS) is forced
+// off: on shared hosts it can take every GPU of the machine out of service.
+
+const NCCL_FLOAT32 = 7;
+const NCCL_SUM = 0;
+const CUDA_ERROR_NOT_READY = 600;
+
+/** Where pip wheels put libnccl (torch's nvidia-nccl-cu* dependency), tried after the usual dirs. */
+function ncclCandidates(): string[] {
+  const names = ['libnccl.so.2', 'libnccl.so'];
+  const explicit = process.env.BAILING_LIBNCCL;
+  return explicit ? [explicit, ...names] : names;
+}
+
+/** A 128-byte ncclUniqueId: rank 0 makes it, every rank passes it to init. */
+export type NcclId = Uint8Array;
+
+export class Nccl {
+  private readonly fn: Record<string, Native> = {};
+  private readonly cuStreamQuery: Native;
+
+  private constructor() {
+    process.env.NCCL_NVLS_ENABLE = '0';
+    const lib = openLibrary('NCCL (libnccl, set BAILING_LIBNCCL to its path)', ncclCandidates());
+    const uid = koffi.struct({ internal: koffi.array('uint8_t', 128, 'Typed') });
+    const voidOut = koffi.out(koffi.pointer('void', 2));
+    this.fn.ncclGetUniqueId = lib.func('ncclGetUniqueId', 'int', [koffi.out(koffi.pointer(uid))]) as Native;
+    this.fn.ncclCommInitRank = lib.func('ncclCommInitRank', 'int', [voidOut, 'int', uid, 'int']) as Native;
+    for (const d of [
+      'const char *ncclGetErrorString(int r)',
+      'int ncclGetVersion(_Out_ int *v)',
+      'int ncclAllReduce(uint64_t send, uint64_t recv, size_t count, int dtype, int op, void *comm, void *stream)',
+      'int ncclAllGather(uint64_t send, uint64_t recv, size_t count, int dtype, void *comm, void *stream)',
+      'int ncclCommDestroy(void *comm)',
+      'int ncclCommAbort(void *comm)',
+      'int ncclCommGetAsyncError(void *comm, _Out_ int *err)',
+    ])
+      this.fn[/([A-Za-z0-9_]+)\s*\(/.exec(d)![1]] = lib.func(d) as Native;
+    const cuda = openLibrary('driver (libcuda)', ['libcuda.so.1', 'libcuda.so']);
+    this.cuStreamQuery = cuda.func('int cuStreamQuery(void *s)') as Native;
+  }
+
+  static open(): Nccl {
+    return new Nccl();
+  }
+
+  private check(api: string, rc: unknown): void {
+    const code = num(rc);
+    if (code !== 0) throw new CudaError(api, code, String(this.fn.ncclGetErrorString(code)));
+  }
+
+  version(): number {
+    const v = [0];
+    this.check('ncclGetVersion', this.fn.ncclGetVersion(v));
+    return num(v[0]);
+  }
+
+  uniqueId(): NcclId {
+    const out: { internal?: Uint8Array } = {};
+    this.check('ncclGetUniqueId', this.fn.ncclGetUniqueId(out));
+    return Uint8Array.from(out.internal!);
+  }
+
+  /** Blocks until all `size` ranks have called it with the same id (the caller's CUDA context is current). */
+  commInitRank(size: number, id: NcclId, rank: number): Handle {
+    const out: unknown[] = [null];
+    this.check('ncclCommInitRank', this.fn.ncclCommInitRank(out, size, { internal: id }, rank));
+    return out[0] as Handle;
+  }
+
+  /** In place, f32, stream-ordered. */
+  allReduceSumF32(ptr: bigint, count: number, comm: Handle, s: Handle): void {
+    this.check('ncclAllReduce', this.fn.ncclAllReduce(ptr, ptr, count, NCCL_FLOAT32, NCCL_SUM, comm, s));
+  }
+
+  /** recv [size · count] = every rank's send [count], rank order; stream-ordered. */
+  allGatherF32(send: bigint, recv: bigint, count: number, comm: Handle, s: Handle): void {
+    this.check('ncclAllGather', this.fn.ncclAllGather(send, recv, count, NCCL_FLOAT32, comm, s));
+  }
+
+  /** NCCL's asynchronous error of a communicator (0 = none; a dead peer shows up here). */
+  asyncError(comm: Handle): number {
+    const e = [0];
+    this.check('ncclCommGetAsyncError', this.fn.ncclCommGetAsyncError(comm, e));
+    return num(e[0]);
+  }
+
+  /** True when all work queued on the stream has finished (never blocks). */
+  streamIdle(s: Handle): boolean {
+    const rc = num(this.cuStreamQuery(s));
+    if (rc === CUDA_ERROR_NOT_READY) return false;
+    if (rc !== 0) throw new CudaError('cuStreamQuery', rc, `CUresult ${rc}`);
+    return true;
+  }
+
+  destroy(comm: Handle): void {
+    this.check('ncclCommDestroy', this.fn.ncclCommDestroy(comm));
+  }
+
+  /** Unblocks collectives waiting for a dead peer; the communicator is unusable afterwards. */
+  abort(comm: Handle): void {
+    this.check('ncclCommAbort', this.fn.ncclCommAbort(comm));
+  }
+}

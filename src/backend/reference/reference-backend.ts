@@ -7,6 +7,7 @@ import { Tensor, fromF64, hostArrayFor, toF64, type Dtype } from '../../tensor/t
 import { assert } from '../../util/assert.js';
 import { bf16ToF32, f16ToF32 } from '../../util/numeric.js';
 import type { Backend, Ops, WeightSource } from '../backend.js';
+import { refAllGatherCols, refAllReduceSum } from '../../ops/collective/collective.js';
 import { refEmbedding } from '../../ops/embedding/embedding.js';
 import { refAdd, refGatherRows, refRoundBf16, refSilu, refSiluMul } from '../../ops/elementwise/elementwise.js';
 import { refGqaAttention, refGqaCacheWrite } from '../../ops/gqa/gqa.js';
@@ -40,6 +41,8 @@ export const referenceOps: Ops = {
   gqaAttention: refGqaAttention,
   moeRoute: refMoeRoute,
   moeExperts: refMoeExperts,
+  allReduceSum: refAllReduceSum,
+  allGatherCols: refAllGatherCols,
 };
 
 export class ReferenceBackend implements Backend {

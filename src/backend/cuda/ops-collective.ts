@@ -1,0 +1,45 @@
+/** Tensor-parallel collectives on the backend's stream through NCCL (driver.ts); one rank: local. */
+import type { Tensor } from '../../tensor/tensor.js';
+import { checkGatherCols } from '../../ops/collective/collective.js';
+import type { CudaContext } from './context.js';
+import type { Handle, Nccl } from './driver.js';
+import { f32Act, strideGrid } from './ops-basic.js';
+
+/** This process's place in a tensor-parallel group and its NCCL communicator. */
+export interface CudaTp {
+  readonly nccl: Nccl;
+  readonly comm: Handle;
+  readonly rank: number;
+  readonly size: number;
+}
+
+/** Bracket a collective with events when the context is profiling (same bookkeeping as its launches). */
+function timed(c: CudaContext, name: string, enqueue: () => void): void {
+  const p = c.profile;
+  if (!p) return enqueue();
+  const ev = (): Handle => p.pool.pop() ?? c.driver.eventCreate();
+  const a = ev(), b = ev();
+  c.driver.eventRecord(a, c.stream);
+  enqueue();
+  c.driver.eventRecord(b, c.stream);
+  p.pending.push({ name, a, b });
+}
+
+export function cudaAllReduceSum(c: CudaContext, tp: CudaTp | null, x: Tensor): void {
+  if (!tp || tp.size === 1) return;
+  f32Act(x, 'allReduceSum');
+  timed(c, 'nccl_all_reduce', () => tp.nccl.allReduceSumF32(c.ptr(x), x.numel, tp.comm, c.stream));
+}
+
+export function cudaAllGatherCols(c: CudaContext, tp: CudaTp | null, out: Tensor, x: Tensor): void {
+  f32Act(x, 'allGatherCols');
+  const size = tp?.size ?? 1;
+  const [R, W, w] = checkGatherCols(out, x, size);
+  let src = c.ptr(x);
+  if (tp && size > 1) {
+    src = c.scratch('tp-gather', size * R * w * 4);
+    timed(c, 'nccl_all_gather', () => tp.nccl.allGatherF32(c.ptr(x), src, R * w, tp.comm, c.stream));
+  }
+  const k = c.kernel('src/backend/cuda/collective.cu', 'gather_cols_f32', 'pplll');
+  c.launch(k, strideGrid(R * W), 256, 0, [c.ptr(out), src, R, W, w]);
+}
