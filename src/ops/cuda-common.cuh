@@ -77,3 +77,9 @@ __device__ __forceinline__ float warp_dot(const float* w, const float* x, int K,
   }
   return warp_sum(acc);
 }
+
+// Dot of 8 bf16 weights (one 16-byte load) with 8 f32 values (two float4).
+__device__ __forceinline__ float dot8(const uint4 u, const float4 a, const float4 b) {
+  return bf_lo(u.x) * a.x + bf_hi(u.x) * a.y + bf_lo(u.y) * a.z + bf_hi(u.y) * a.w +
+         bf_lo(u.z) * b.x + bf_hi(u.z) * b.y + bf_lo(u.w) * b.z + bf_hi(u.w) * b.w;
+}

@@ -67,6 +67,15 @@ export function cudaMatmul(c: CudaContext, out: Tensor, x: Tensor, w: Tensor, bi
       return;
     }
   }
+  const V = w.dtype === 'bf16' ? 8 : 4; // elements per 16-byte load
+  if (T <= 8 && K % V === 0 && c.ptr(w) % 16n === 0n && c.ptr(x) % 16n === 0n) {
+    // Split K over wpr warps when N rows alone give under ~32 warps per SM, keeping ≥ 2 loads a lane.
+    let wpr = 1;
+    while (wpr < 8 && N * wpr * 2 <= 32 * c.info.sms && (K / V) / (64 * wpr * 2) >= 1) wpr *= 2;
+    const k2 = c.kernel(F.matmul, `matmul_gemv2_${w.dtype}_t${T}`, 'ppppiii');
+    c.launch(k2, [Math.ceil((N * wpr) / 8), 1, 1], 256, 0, [c.ptr(out), c.ptr(x), c.ptr(w), pb, N, K, wpr]);
+    return;
+  }
   const k = c.kernel(F.matmul, `matmul_gemv_${w.dtype}`, 'ppppiii');
   c.launch(k, [Math.ceil(N / 8), 1, 1], 256, 0, [c.ptr(out), c.ptr(x), c.ptr(w), pb, T, N, K]);
 }
@@ -82,12 +91,26 @@ export function cudaEmbedding(c: CudaContext, out: Tensor, table: Tensor, ids: I
   c.launch(k, [ids.length, 1, 1], rowThreads(C), 0, [c.ptr(out), c.ptr(table), c.hostArg('embedding-ids', ids), C]);
 }
 
+/** Float4 row kernels apply: width % 4 == 0 and every row base 16-byte aligned. */
+function vec4(c: CudaContext, width: number, ...ts: Tensor[]): boolean {
+  return width % 4 === 0 && ts.every((t) => c.ptr(t) % 16n === 0n);
+}
+
+/** One float4 per thread where the row allows (≤ 1024 threads), a multiple of 32. */
+function v4Threads(width: number): number {
+  return Math.min(1024, Math.max(32, Math.ceil(width / 4 / 32) * 32));
+}
+
 function normRows(c: CudaContext, out: Tensor, x: Tensor, w: Tensor, width: number, eps: number): void {
   f32Act(x, 'rmsnorm x');
   f32Act(out, 'rmsnorm out');
   f32Act(w, 'rmsnorm w');
   const rows = x.numel / width;
   if (rows === 0) return;
+  if (vec4(c, width, out, x, w)) {
+    c.launch(c.kernel(F.rmsnorm, 'rmsnorm_rows_v4_f32', 'pppif'), [rows, 1, 1], v4Threads(width), 0, [c.ptr(out), c.ptr(x), c.ptr(w), width, eps]);
+    return;
+  }
   c.launch(c.kernel(F.rmsnorm, 'rmsnorm_rows_f32', 'pppif'), [rows, 1, 1], rowThreads(width), 0, [c.ptr(out), c.ptr(x), c.ptr(w), width, eps]);
 }
 
@@ -113,6 +136,11 @@ export function cudaAddRmsnorm(c: CudaContext, out: Tensor, residual: Tensor, x:
   for (const [t, n] of [[out, 'out'], [residual, 'residual'], [x, 'x'], [w, 'w']] as const) f32Act(t, `addRmsnorm ${n}`);
   const rows = residual.shape[0];
   if (rows === 0) return;
+  const po = c.ptr(out), pr = c.ptr(residual), px = c.ptr(x);
+  if (vec4(c, C, out, residual, x, w) && po !== pr && po !== px) {
+    c.launch(c.kernel(F.rmsnorm, 'rmsnorm_add_v4_f32', 'ppppif'), [rows, 1, 1], v4Threads(C), 0, [po, pr, px, c.ptr(w), C, eps]);
+    return;
+  }
   c.launch(c.kernel(F.rmsnorm, 'rmsnorm_add_f32', 'ppppif'), [rows, 1, 1], rowThreads(C), 0, [c.ptr(out), c.ptr(residual), c.ptr(x), c.ptr(w), C, eps]);
 }
 

@@ -43,3 +43,92 @@ extern "C" __global__ void matmul_castsplit_bf16(unsigned short* hi, unsigned sh
 extern "C" __global__ void matmul_bias_f32(float* out, const float* bias, long long T, int N) {
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < T * N; i += (long long)gridDim.x * blockDim.x) out[i] += bias[i % N];
 }
+
+// ---- Decode GEMV v2: every 16-byte weight load feeds all T ≤ 8 activation rows (weights read once
+// per step, not once per row), four loads in flight per lane before any FMA, and `wpr` warps
+// splitting K for narrow outputs (the router's 256 rows would otherwise leave most SMs idle).
+// Block: 256 threads = 8 warps = 8 / wpr output rows. Needs K % (16 / sizeof(W)) == 0 and 16-byte
+// aligned w and x rows (checked on the host, the v1 kernel above takes the rest).
+__device__ __forceinline__ void unpack16(const uint4 u, float (&f)[8]) {
+  f[0] = bf_lo(u.x); f[1] = bf_hi(u.x); f[2] = bf_lo(u.y); f[3] = bf_hi(u.y);
+  f[4] = bf_lo(u.z); f[5] = bf_hi(u.z); f[6] = bf_lo(u.w); f[7] = bf_hi(u.w);
+}
+__device__ __forceinline__ void unpack16(const uint4 u, float (&f)[4]) {
+  f[0] = __uint_as_float(u.x); f[1] = __uint_as_float(u.y); f[2] = __uint_as_float(u.z); f[3] = __uint_as_float(u.w);
+}
+
+template <int V, int T>
+__device__ __forceinline__ void fma16(float (&acc)[T], const uint4 u, const float* __restrict__ x, long long col, int K) {
+  float wf[V];
+  unpack16(u, wf);
+#pragma unroll
+  for (int t = 0; t < T; t++) {
+    const float4* xp = (const float4*)(x + (long long)t * K + col);
+#pragma unroll
+    for (int j = 0; j < V / 4; j++) {
+      const float4 a = xp[j];
+      acc[t] += wf[4 * j] * a.x + wf[4 * j + 1] * a.y + wf[4 * j + 2] * a.z + wf[4 * j + 3] * a.w;
+    }
+  }
+}
+
+template <typename W, int T>
+__device__ void gemv2(float* __restrict__ out, const float* __restrict__ x, const W* __restrict__ w, const float* __restrict__ bias, int N, int K, int wpr) {
+  constexpr int V = 16 / sizeof(W);
+  __shared__ float red[8][T];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int n = blockIdx.x * (8 / wpr) + warp / wpr, sub = warp % wpr;
+  float acc[T];
+#pragma unroll
+  for (int t = 0; t < T; t++) acc[t] = 0.f;
+  if (n < N) {
+    const uint4* wr = (const uint4*)(w + (long long)n * K);
+    const int nv = K / V, stride = 32 * wpr;
+    int c = sub * 32 + lane;
+    for (; c + 3 * stride < nv; c += 4 * stride) {
+      uint4 u[4];
+#pragma unroll
+      for (int j = 0; j < 4; j++) u[j] = wr[c + j * stride];
+#pragma unroll
+      for (int j = 0; j < 4; j++) fma16<V, T>(acc, u[j], x, (long long)(c + j * stride) * V, K);
+    }
+    for (; c < nv; c += stride) fma16<V, T>(acc, wr[c], x, (long long)c * V, K);
+  }
+#pragma unroll
+  for (int t = 0; t < T; t++) acc[t] = warp_sum(acc[t]);
+  if (wpr > 1) {
+    // Partials of the wpr warps of a row, summed in warp order (deterministic).
+    if (lane == 0)
+#pragma unroll
+      for (int t = 0; t < T; t++) red[warp][t] = acc[t];
+    __syncthreads();
+    if (sub != 0) return;
+#pragma unroll
+    for (int t = 0; t < T; t++) {
+      float s = 0.f;
+      for (int j = 0; j < wpr; j++) s += red[warp + j][t];
+      acc[t] = s;
+    }
+  }
+  if (lane == 0 && n < N) {
+    const float b = bias ? bias[n] : 0.f;
+#pragma unroll
+    for (int t = 0; t < T; t++) out[(long long)t * N + n] = acc[t] + b;
+  }
+}
+
+#define GEMV2(T)                                                                                                                     \
+  extern "C" __global__ void __launch_bounds__(256) matmul_gemv2_bf16_t##T(float* out, const float* x, const unsigned short* w, const float* bias, int N, int K, int wpr) { \
+    gemv2<unsigned short, T>(out, x, w, bias, N, K, wpr);                                                                            \
+  }                                                                                                                                  \
+  extern "C" __global__ void __launch_bounds__(256) matmul_gemv2_f32_t##T(float* out, const float* x, const float* w, const float* bias, int N, int K, int wpr) { \
+    gemv2<float, T>(out, x, w, bias, N, K, wpr);                                                                                     \
+  }
+GEMV2(1)
+GEMV2(2)
+GEMV2(3)
+GEMV2(4)
+GEMV2(5)
+GEMV2(6)
+GEMV2(7)
+GEMV2(8)
