@@ -12,6 +12,7 @@ import { checkMlaShapes, mlaCacheRow } from '../../ops/mla/mla.js';
 import { checkRoute, routeGroups } from '../../ops/moe/moe.js';
 import type { CudaContext } from './context.js';
 import { f32Act, rowThreads, strideGrid } from './ops-basic.js';
+import { moeExpertsFast } from './ops-moe.js';
 
 const F = {
   lightning: 'src/ops/lightning/lightning.cu',
@@ -25,6 +26,12 @@ function checkHeadDim(D: number, what: string): void {
   assert(D >= 1 && D <= 1024, () => `${what}: head dim ${D} outside [1, 1024]`);
 }
 
+/** Whether two device views share any byte. */
+function overlaps(c: CudaContext, a: Tensor, b: Tensor): boolean {
+  const pa = c.ptr(a), pb = c.ptr(b);
+  return pa < pb + BigInt(b.numel * 4) && pb < pa + BigInt(a.numel * 4);
+}
+
 export function cudaLightningPrefill(c: CudaContext, o: Tensor, q: Tensor, k: Tensor, v: Tensor, state: Tensor, p: LightningParams): void {
   const n = checkLightning(o, q, k, v, p, 'lightningPrefill');
   const H = p.nHeads, D = p.headDim;
@@ -34,6 +41,12 @@ export function cudaLightningPrefill(c: CudaContext, o: Tensor, q: Tensor, k: Te
   if (p.vllmPrefillQuirk) assert(p.chunk === VLLM_PREFILL_BLOCK, () => `lightningPrefill: vllmPrefillQuirk needs chunk ${VLLM_PREFILL_BLOCK}, found ${p.chunk}`);
   if (n === 0) return;
   const quirk = p.vllmPrefillQuirk ? VLLM_PREFILL_BLOCK : 0;
+  const disjoint = [q, k, v].every((t) => !overlaps(c, o, t));
+  if (D === 128 && !quirk && disjoint) {
+    const fast = c.kernel(F.lightning, 'lightning_prefill_d128_f32', 'ppppppfiii');
+    c.launch(fast, [H, D / 32, 1], 32, 0, [c.ptr(o), c.ptr(q), c.ptr(k), c.ptr(v), c.ptr(state), c.hostArg('lightning-decay', p.decay), p.scale, n, H, p.stateBf16 ? 1 : 0]);
+    return;
+  }
   const smem = 4 * (2 * D + D * D * (quirk ? 2 : 1));
   const kern = c.kernel(F.lightning, 'lightning_prefill_f32', 'ppppppfiiiii');
   const args = [c.ptr(o), c.ptr(q), c.ptr(k), c.ptr(v), c.ptr(state), c.hostArg('lightning-decay', p.decay), p.scale, n, H, D, quirk, p.stateBf16 ? 1 : 0];
@@ -123,6 +136,16 @@ export function cudaGqaAttention(c: CudaContext, out: Tensor, q: Tensor, cache: 
   assert(p.headDim <= 1024, () => `gqa: head dim ${p.headDim} over 1024`);
   if (n === 0) return;
   const rows = cacheRows(seq, p.blockSize, 0, seq.ctxStart + n, cache.shape[0], kvCacheRow);
+  const ctx = seq.ctxStart + n;
+  const S = n * p.nHeads >= 2 * c.info.sms ? 1 : Math.min(128, Math.max(1, Math.ceil(ctx / 64)));
+  if (S > 1) {
+    // Decode: split the context so a few (head, query) pairs still fill the GPU; merged by mla_combine_f32.
+    const part = c.scratch('gqa-part', n * p.nHeads * S * (p.headDim + 2) * 4);
+    const split = c.kernel(F.gqa, 'gqa_attend_split_f32', 'ppppiiiifi');
+    c.launch(split, [p.nHeads, n, S], 128, 4 * p.headDim, [part, c.ptr(q), c.ptr(cache), c.hostArg('gqa-rows', rows), seq.ctxStart, p.nHeads, p.nKvHeads, p.headDim, p.scale, Math.ceil(ctx / S)]);
+    c.launch(c.kernel(F.mla, 'mla_combine_f32', 'ppiii'), [p.nHeads, n, 1], 128, 0, [c.ptr(out), part, p.nHeads, p.headDim, S]);
+    return;
+  }
   const kern = c.kernel(F.gqa, 'gqa_attend_f32', 'ppppiiiif');
   c.launch(kern, [p.nHeads, n, 1], 128, 4 * p.headDim, [c.ptr(out), c.ptr(q), c.ptr(cache), c.hostArg('gqa-rows', rows), seq.ctxStart, p.nHeads, p.nKvHeads, p.headDim, p.scale]);
 }
@@ -159,6 +182,7 @@ export function cudaMoeExperts(c: CudaContext, out: Tensor, x: Tensor, ids: Tens
   checkShape(w2, [E * C, Fw], 'moeExperts w2');
   assert(w13.dtype === w2.dtype && (w13.dtype === 'bf16' || w13.dtype === 'f32'), () => `moeExperts: weights ${w13.dtype}/${w2.dtype}`);
   for (const t of [out, x, weights]) f32Act(t, 'moeExperts');
+  if (moeExpertsFast(c, out, x, ids, weights, w13, w2, Fw)) return;
   const chunk = Math.max(1, Math.min(T, Math.floor(4096 / K)));
   const h = c.scratch('moe-h', chunk * K * Fw * 4);
   const y = c.scratch('moe-y', chunk * K * C * 4);

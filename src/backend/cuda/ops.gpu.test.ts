@@ -222,7 +222,7 @@ describe('cuda ops vs cpu', { skip }, () => {
       const cache = both([6 * 16, 2 * KVH * D], new Float64Array(6 * 16 * 2 * KVH * D));
       const blockTable = Int32Array.from([3, 0, 5, 1, 4, 2]);
       let ctx = 0;
-      for (const n of [21, 1, 30]) {
+      for (const n of [21, 1, 30, 20, 1]) { // the last decode sees ctx 73 > 64: split-context kernel
         const seq = { blockTable, ctxStart: ctx };
         const k = rand([n, KVH * D]), v = rand([n, KVH * D]);
         cpu.ops.gqaCacheWrite(cache.c, k.c, v.c, seq, p);
@@ -254,7 +254,7 @@ describe('cuda ops vs cpu', { skip }, () => {
       check(t, `route E=${p.nExperts} weights`, w, 1e-12);
     }
     for (const wd of ['f32', 'bf16'] as const)
-      for (const T of [1, 5, 700]) {
+      for (const T of [1, 5, 40, 700]) { // gathered, segmented (8 < T < 512), per-expert GEMM paths
         const E = 8, K = 2, C = 32, Fw = 16;
         const x = rand([T, C]);
         const idv = Float64Array.from({ length: T * K }, (_, i) => (i * 5 + Math.floor(i / K)) % E);

@@ -65,3 +65,63 @@ extern "C" __global__ void gqa_attend_f32(float* out, const float* q, const floa
     if (d < D) out[((long long)i * H + h) * D + d] = acc[r] * inv;
   }
 }
+
+// Split-context form for decode (flash-decoding): grid (H, n, S), split z covers positions
+// [z·splitLen, (z+1)·splitLen); the one-block-per-(head, query) form above walks a long context alone.
+extern "C" __global__ void gqa_attend_split_f32(float* part, const float* q, const float* cache, const int* rows, int ctxStart, int H, int KVH, int D, float scale, int splitLen) {
+  __shared__ float sc[GQA_TILE];
+  extern __shared__ float qsh[];  // D floats
+  const int h = blockIdx.x, i = blockIdx.y, z = blockIdx.z, S = gridDim.z;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  const int g = h / (H / KVH);
+  const long long KD = (long long)KVH * D, Wc = 2 * KD;
+  const int from = z * splitLen, last = min(ctxStart + i, from + splitLen - 1);
+  for (int d = threadIdx.x; d < D; d += blockDim.x) qsh[d] = q[((long long)i * H + h) * D + d];
+  __syncthreads();
+  float acc[GQA_MAX_D_PER_THREAD];
+#pragma unroll
+  for (int r = 0; r < GQA_MAX_D_PER_THREAD; r++) acc[r] = 0.f;
+  float m = -INFINITY, sum = 0.f;
+  for (int s0 = from; s0 <= last; s0 += GQA_TILE) {
+    for (int ts = warp; ts < GQA_TILE; ts += nwarps) {
+      const int s = s0 + ts;
+      float dot = 0.f;
+      if (s <= last) {
+        const float* kr = cache + (long long)rows[s] * Wc + (long long)g * D;
+        for (int d = lane; d < D; d += 32) dot += qsh[d] * kr[d];
+        dot = warp_sum(dot);
+      }
+      if (lane == 0) sc[ts] = s <= last ? dot * scale : -INFINITY;
+    }
+    __syncthreads();
+    float mt = m;
+    for (int ts = 0; ts < GQA_TILE; ts++) mt = fmaxf(mt, sc[ts]);
+    const float corr = expf(m - mt);
+    sum *= corr;
+#pragma unroll
+    for (int r = 0; r < GQA_MAX_D_PER_THREAD; r++) acc[r] *= corr;
+    for (int ts = 0; ts < GQA_TILE && s0 + ts <= last; ts++) {
+      const float p = expf(sc[ts] - mt);
+      sum += p;
+      const float* vr = cache + (long long)rows[s0 + ts] * Wc + KD + (long long)g * D;
+#pragma unroll
+      for (int r = 0; r < GQA_MAX_D_PER_THREAD; r++) {
+        const int d = threadIdx.x + r * blockDim.x;
+        if (d < D) acc[r] += p * vr[d];
+      }
+    }
+    m = mt;
+    __syncthreads();
+  }
+  // Unnormalised partial [acc (D) | max | sum] of this split; mla_combine_f32 merges the S splits.
+  float* pp = part + (((long long)i * H + h) * S + z) * (D + 2);
+#pragma unroll
+  for (int r = 0; r < GQA_MAX_D_PER_THREAD; r++) {
+    const int d = threadIdx.x + r * blockDim.x;
+    if (d < D) pp[d] = acc[r];
+  }
+  if (threadIdx.x == 0) {
+    pp[D] = m;
+    pp[D + 1] = sum;
+  }
+}

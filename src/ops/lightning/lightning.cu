@@ -80,3 +80,46 @@ extern "C" __global__ void lightning_decode_f32(float* o, const float* q, const 
     o[base + j] = scale * sum;
   }
 }
+
+// Prefill for D = 128, canonical semantics: grid (H, 4), one warp per block owning 32 value
+// columns, each lane's column S[:, j] in registers (128 floats) instead of shared memory, so a
+// token is 256 register FMAs with q, k broadcast from shared memory and no block barrier; 4·H warps
+// run in parallel instead of H blocks. o must not alias q, k or v (blocks of a head share them).
+extern "C" __global__ void __launch_bounds__(32) lightning_prefill_d128_f32(float* __restrict__ o, const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v, float* state, const double* decay, float scale, int n, int H, int stateBf16) {
+  constexpr int D = 128;
+  __shared__ float qs[2][D], ks[2][D];
+  const int h = blockIdx.x, lane = threadIdx.x, j = blockIdx.y * 32 + lane;
+  const long long W = (long long)H * D;
+  const float lam = (float)exp(-decay[h]);
+  float* st = state + (long long)h * D * D;
+  float S[D];
+#pragma unroll
+  for (int i = 0; i < D; i++) S[i] = st[i * D + j];
+  // Double-buffered q/k rows: token t + 1 is loaded while token t is computed.
+  auto load = [&](int t, int b) {
+    const long long base = t * W + (long long)h * D;
+#pragma unroll
+    for (int m = 0; m < 4; m++) {
+      qs[b][lane + 32 * m] = q[base + lane + 32 * m];
+      ks[b][lane + 32 * m] = k[base + lane + 32 * m];
+    }
+  };
+  if (n > 0) load(0, 0);
+  __syncwarp();
+  for (int t = 0; t < n; t++) {
+    const int b = t & 1;
+    const long long base = t * W + (long long)h * D;
+    const float vj = v[base + j];
+    if (t + 1 < n) load(t + 1, b ^ 1);
+    float acc = 0.f;
+#pragma unroll
+    for (int i = 0; i < D; i++) {
+      S[i] = lam * S[i] + ks[b][i] * vj;
+      acc += qs[b][i] * S[i];
+    }
+    o[base + j] = scale * acc;
+    __syncwarp();  // buffer b is reloaded at t + 1
+  }
+#pragma unroll
+  for (int i = 0; i < D; i++) st[i * D + j] = stateBf16 ? round_bf(S[i]) : S[i];
+}

@@ -149,3 +149,153 @@ extern "C" __global__ void moe_combine_f32(float* out, const float* y, const flo
     out[i] = acc;
   }
 }
+
+// ---- Faster routed-expert paths (bf16 weights, K % 8 == 0, 16-byte aligned rows; host-checked).
+
+// Gathered, T ≤ 8 (decode): as moe_up/moe_down above but the gate and up rows stream together with
+// four 16-byte loads in flight per lane (the v1 loop issued one load, then waited on it).
+extern "C" __global__ void __launch_bounds__(256) moe_up2_bf16(float* __restrict__ h, const float* __restrict__ x, const int* __restrict__ ids, const unsigned short* __restrict__ w13, int K, int C, int F) {
+  const int lane = threadIdx.x & 31;
+  const int f = blockIdx.x * 8 + (threadIdx.x >> 5);
+  if (f >= F) return;
+  const long long p = blockIdx.y, e = ids[p];
+  const uint4* g4 = (const uint4*)(w13 + (e * 2 * F + f) * C);
+  const uint4* u4 = (const uint4*)(w13 + (e * 2 * F + F + f) * C);
+  const float4* x4 = (const float4*)(x + (p / K) * C);
+  float ga = 0.f, ua = 0.f;
+  const int nv = C >> 3;
+  int c = lane;
+  for (; c + 32 < nv; c += 64) {
+    const uint4 g0 = g4[c], g1 = g4[c + 32], u0 = u4[c], u1 = u4[c + 32];
+    const float4 a0 = x4[2 * c], b0 = x4[2 * c + 1], a1 = x4[2 * c + 64], b1 = x4[2 * c + 65];
+    ga += dot8(g0, a0, b0) + dot8(g1, a1, b1);
+    ua += dot8(u0, a0, b0) + dot8(u1, a1, b1);
+  }
+  for (; c < nv; c += 32) {
+    const float4 a = x4[2 * c], b = x4[2 * c + 1];
+    ga += dot8(g4[c], a, b);
+    ua += dot8(u4[c], a, b);
+  }
+  ga = warp_sum(ga);
+  ua = warp_sum(ua);
+  if (lane == 0) h[p * F + f] = ga * sigmoidf_(ga) * ua;
+}
+
+extern "C" __global__ void __launch_bounds__(256) moe_down2_bf16(float* __restrict__ y, const float* __restrict__ h, const int* __restrict__ ids, const unsigned short* __restrict__ w2, int C, int F) {
+  const int lane = threadIdx.x & 31;
+  const int c0 = blockIdx.x * 8 + (threadIdx.x >> 5);
+  if (c0 >= C) return;
+  const long long p = blockIdx.y, e = ids[p];
+  const uint4* w4 = (const uint4*)(w2 + (e * C + c0) * F);
+  const float4* h4 = (const float4*)(h + p * F);
+  const int nv = F >> 3;
+  float acc = 0.f;
+  int c = lane;
+  for (; c + 96 < nv; c += 128) {
+    uint4 u[4];
+#pragma unroll
+    for (int j = 0; j < 4; j++) u[j] = w4[c + 32 * j];
+#pragma unroll
+    for (int j = 0; j < 4; j++) acc += dot8(u[j], h4[2 * (c + 32 * j)], h4[2 * (c + 32 * j) + 1]);
+  }
+  for (; c < nv; c += 32) acc += dot8(w4[c], h4[2 * c], h4[2 * c + 1]);
+  acc = warp_sum(acc);
+  if (lane == 0) y[p * C + c0] = acc;
+}
+
+// Segmented, 8 < T (batched decode): pairs sorted by expert on the host and cut into segments of
+// ≤ 8 pairs of one expert (seg = {expert, first, count} into `pairs`), so each weight row is read
+// once per segment rather than once per pair. Outputs stay indexed by pair: order-independent.
+#define SEG_MAX 8
+extern "C" __global__ void __launch_bounds__(256) moe_up_seg_bf16(float* __restrict__ h, const float* __restrict__ x, const int* __restrict__ pairs, const int* __restrict__ segs, const unsigned short* __restrict__ w13, int K, int C, int F) {
+  const int lane = threadIdx.x & 31;
+  const int f = blockIdx.x * 8 + (threadIdx.x >> 5);
+  if (f >= F) return;
+  const long long e = segs[3 * blockIdx.y];
+  const int first = segs[3 * blockIdx.y + 1], cnt = segs[3 * blockIdx.y + 2];
+  const uint4* g4 = (const uint4*)(w13 + (e * 2 * F + f) * C);
+  const uint4* u4 = (const uint4*)(w13 + (e * 2 * F + F + f) * C);
+  const float4* xs[SEG_MAX];
+#pragma unroll
+  for (int i = 0; i < SEG_MAX; i++) xs[i] = (const float4*)(x + (long long)(pairs[first + (i < cnt ? i : 0)] / K) * C);
+  float ga[SEG_MAX], ua[SEG_MAX];
+#pragma unroll
+  for (int i = 0; i < SEG_MAX; i++) ga[i] = ua[i] = 0.f;
+  for (int c = lane; c < (C >> 3); c += 32) {
+    const uint4 g = g4[c], u = u4[c];
+#pragma unroll
+    for (int i = 0; i < SEG_MAX; i++)
+      if (i < cnt) {
+        const float4 a = xs[i][2 * c], b = xs[i][2 * c + 1];
+        ga[i] += dot8(g, a, b);
+        ua[i] += dot8(u, a, b);
+      }
+  }
+#pragma unroll
+  for (int i = 0; i < SEG_MAX; i++)
+    if (i < cnt) {
+      const float g = warp_sum(ga[i]), u = warp_sum(ua[i]);
+      if (lane == 0) h[(long long)pairs[first + i] * F + f] = g * sigmoidf_(g) * u;
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(256) moe_down_seg_bf16(float* __restrict__ y, const float* __restrict__ h, const int* __restrict__ pairs, const int* __restrict__ segs, const unsigned short* __restrict__ w2, int C, int F) {
+  const int lane = threadIdx.x & 31;
+  const int c0 = blockIdx.x * 8 + (threadIdx.x >> 5);
+  if (c0 >= C) return;
+  const long long e = segs[3 * blockIdx.y];
+  const int first = segs[3 * blockIdx.y + 1], cnt = segs[3 * blockIdx.y + 2];
+  const uint4* w4 = (const uint4*)(w2 + (e * C + c0) * F);
+  const float4* hs[SEG_MAX];
+#pragma unroll
+  for (int i = 0; i < SEG_MAX; i++) hs[i] = (const float4*)(h + (long long)pairs[first + (i < cnt ? i : 0)] * F);
+  float acc[SEG_MAX];
+#pragma unroll
+  for (int i = 0; i < SEG_MAX; i++) acc[i] = 0.f;
+  for (int c = lane; c < (F >> 3); c += 32) {
+    const uint4 u = w4[c];
+#pragma unroll
+    for (int i = 0; i < SEG_MAX; i++)
+      if (i < cnt) acc[i] += dot8(u, hs[i][2 * c], hs[i][2 * c + 1]);
+  }
+#pragma unroll
+  for (int i = 0; i < SEG_MAX; i++)
+    if (i < cnt) {
+      const float s = warp_sum(acc[i]);
+      if (lane == 0) y[(long long)pairs[first + i] * C + c0] = s;
+    }
+}
+
+// ---- Prefill (large T): tokens permuted by expert, one cuBLASLt GEMM per expert on contiguous rows.
+// xs rows i = x[pairs[i] / K] as bf16 hi (+ lo when lo != null: f32-faithful two-GEMM split).
+extern "C" __global__ void moe_gather_split_bf16(unsigned short* hi, unsigned short* lo, const float* x, const int* pairs, int K, int C, long long n) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n * C; i += (long long)gridDim.x * blockDim.x) {
+    const long long r = i / C, c = i % C;
+    const float v = x[(long long)(pairs[r] / K) * C + c];
+    const unsigned short hv = f2bf(v);
+    hi[i] = hv;
+    if (lo) lo[i] = f2bf(v - bf2f(hv));
+  }
+}
+
+// gu [n, 2F] (gate | up per row) → silu(gate)·up split into bf16 hi (+ lo) for the down GEMM.
+extern "C" __global__ void moe_silumul_split_bf16(unsigned short* hi, unsigned short* lo, const float* gu, int F, long long n) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n * F; i += (long long)gridDim.x * blockDim.x) {
+    const long long r = i / F, f = i % F;
+    const float g = gu[r * 2 * F + f], u = gu[r * 2 * F + F + f];
+    const float v = g * sigmoidf_(g) * u;
+    const unsigned short hv = f2bf(v);
+    hi[i] = hv;
+    if (lo) lo[i] = f2bf(v - bf2f(hv));
+  }
+}
+
+// out [T, C] = Σ_k wts[t, k] · yp[inv[t·K + k]] in k order (yp rows in permuted order).
+extern "C" __global__ void moe_combine_perm_f32(float* out, const float* yp, const float* wts, const int* inv, long long T, int K, int C) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < T * C; i += (long long)gridDim.x * blockDim.x) {
+    const long long t = i / C, c = i % C;
+    float acc = 0.f;
+    for (int k = 0; k < K; k++) acc += wts[t * K + k] * yp[(long long)inv[t * K + k] * C + c];
+    out[i] = acc;
+  }
+}

@@ -1,0 +1,118 @@
+/**
+ * Routed-expert paths of the CUDA backend, by step size (bf16 expert weights with K % 8 == 0 and
+ * 16-byte aligned rows; anything else keeps the v1 gathered kernels in ops-attention.ts):
+ * - T ≤ 8 (decode): gathered GEMVs, gate and up rows streamed together, no host round trip;
+ * - 8 < T < LT_MIN_T (batched decode): ids come back to the host, pairs are sorted by expert and
+ *   cut into segments of ≤ 8 pairs, so each expert's rows are read once per segment, not per pair;
+ * - T ≥ LT_MIN_T (prefill): tokens permuted by expert, one cuBLASLt GEMM per expert (up, then
+ *   down) on contiguous rows, f32-faithful hi/lo split when c.gemmSplit, then a weighted combine.
+ * Every output row is a fixed-order function of its own pair, so results do not depend on the path's
+ * ordering (the batch-invariance tests rely on that).
+ */
+import type { Tensor } from '../../tensor/tensor.js';
+import type { CudaContext } from './context.js';
+import { strideGrid } from './ops-basic.js';
+
+const MOE = 'src/ops/moe/moe.cu';
+/** Steps of at least this many tokens take the per-expert GEMM path. */
+export const LT_MIN_T = 512;
+const SEG_MAX = 8;
+/** Token chunk of the GEMM path (bounds the permuted scratch: ~1.3 GB at C = 4096, K = 8). */
+const LT_CHUNK = 4096;
+
+interface Sorted {
+  pairs: Int32Array; // pair ids p = t·K + k, grouped by expert (stable)
+  inv: Int32Array; // position of pair p in `pairs`
+  start: Int32Array; // [E + 1] offsets per expert
+}
+
+function sortByExpert(ids: Int32Array, E: number): Sorted {
+  const n = ids.length;
+  const start = new Int32Array(E + 1);
+  for (let p = 0; p < n; p++) start[ids[p] + 1]++;
+  for (let e = 0; e < E; e++) start[e + 1] += start[e];
+  const at = start.slice(0, E);
+  const pairs = new Int32Array(n), inv = new Int32Array(n);
+  for (let p = 0; p < n; p++) {
+    const i = at[ids[p]]++;
+    pairs[i] = p;
+    inv[p] = i;
+  }
+  return { pairs, inv, start };
+}
+
+function readIds(c: CudaContext, ids: Tensor, n: number): Int32Array {
+  const h = new Int32Array(n);
+  c.driver.dtoh(h, c.ptr(ids), c.stream); // waits for the router on the stream
+  return h;
+}
+
+/** True when it ran the experts; false when the shapes need the v1 kernels. */
+export function moeExpertsFast(c: CudaContext, out: Tensor, x: Tensor, ids: Tensor, weights: Tensor, w13: Tensor, w2: Tensor, Fw: number): boolean {
+  const [T, C] = x.shape;
+  const K = ids.shape[1];
+  const E = w13.shape[0] / (2 * Fw);
+  const ok = w13.dtype === 'bf16' && C % 8 === 0 && Fw % 8 === 0 && [w13, w2, x].every((t) => c.ptr(t) % 16n === 0n);
+  if (!ok) return false;
+  if (T <= 8) {
+    const h = c.scratch('moe-h', T * K * Fw * 4), y = c.scratch('moe-y', T * K * C * 4);
+    c.launch(c.kernel(MOE, 'moe_up2_bf16', 'ppppiii'), [Math.ceil(Fw / 8), T * K, 1], 256, 0, [h, c.ptr(x), c.ptr(ids), c.ptr(w13), K, C, Fw]);
+    c.launch(c.kernel(MOE, 'moe_down2_bf16', 'ppppii'), [Math.ceil(C / 8), T * K, 1], 256, 0, [y, h, c.ptr(ids), c.ptr(w2), C, Fw]);
+    c.launch(c.kernel(MOE, 'moe_combine_f32', 'ppplii'), strideGrid(T * C), 256, 0, [c.ptr(out), y, c.ptr(weights), T, K, C]);
+    return true;
+  }
+  if (T < LT_MIN_T) {
+    segmented(c, out, x, ids, weights, w13, w2, E, K, C, Fw);
+    return true;
+  }
+  for (let t0 = 0; t0 < T; t0 += LT_CHUNK) {
+    const tc = Math.min(LT_CHUNK, T - t0);
+    perExpertGemm(c, out.rows(t0, tc), x.rows(t0, tc), ids.rows(t0, tc), weights.rows(t0, tc), w13, w2, E, K, C, Fw);
+  }
+  return true;
+}
+
+function segmented(c: CudaContext, out: Tensor, x: Tensor, ids: Tensor, weights: Tensor, w13: Tensor, w2: Tensor, E: number, K: number, C: number, Fw: number): void {
+  const T = x.shape[0];
+  const s = sortByExpert(readIds(c, ids, T * K), E);
+  const segs: number[] = [];
+  for (let e = 0; e < E; e++) for (let i = s.start[e]; i < s.start[e + 1]; i += SEG_MAX) segs.push(e, i, Math.min(SEG_MAX, s.start[e + 1] - i));
+  const nSeg = segs.length / 3;
+  const pairs = c.hostArg('moe-pairs', s.pairs), segp = c.hostArg('moe-segs', Int32Array.from(segs));
+  const h = c.scratch('moe-h', T * K * Fw * 4), y = c.scratch('moe-y', T * K * C * 4);
+  c.launch(c.kernel(MOE, 'moe_up_seg_bf16', 'pppppiii'), [Math.ceil(Fw / 8), nSeg, 1], 256, 0, [h, c.ptr(x), pairs, segp, c.ptr(w13), K, C, Fw]);
+  c.launch(c.kernel(MOE, 'moe_down_seg_bf16', 'pppppii'), [Math.ceil(C / 8), nSeg, 1], 256, 0, [y, h, pairs, segp, c.ptr(w2), C, Fw]);
+  c.launch(c.kernel(MOE, 'moe_combine_f32', 'ppplii'), strideGrid(T * C), 256, 0, [c.ptr(out), y, c.ptr(weights), T, K, C]);
+}
+
+function perExpertGemm(c: CudaContext, out: Tensor, x: Tensor, ids: Tensor, weights: Tensor, w13: Tensor, w2: Tensor, E: number, K: number, C: number, Fw: number): void {
+  const T = x.shape[0], n = T * K;
+  const s = sortByExpert(readIds(c, ids, n), E);
+  const split = c.gemmSplit;
+  const pairs = c.hostArg('moe-pairs', s.pairs), inv = c.hostArg('moe-inv', s.inv);
+  const xh = c.scratch('moe-xh', n * C * 2), xl = split ? c.scratch('moe-xl', n * C * 2) : 0n;
+  const gu = c.scratch('moe-gu', n * 2 * Fw * 4);
+  const hh = c.scratch('moe-hh', n * Fw * 2), hl = split ? c.scratch('moe-hl', n * Fw * 2) : 0n;
+  const yp = c.scratch('moe-yp', n * C * 4);
+  c.launch(c.kernel(MOE, 'moe_gather_split_bf16', 'ppppiil'), strideGrid(n * C), 256, 0, [xh, xl, c.ptr(x), pairs, K, C, n]);
+  const w13p = c.ptr(w13), w2p = c.ptr(w2);
+  const gemm = (D: bigint, A: bigint, Bh: bigint, Bl: bigint, rows: number, N: number, Kd: number): void => {
+    const okh = c.gemm('bf16', D, A, Bh, rows, N, Kd);
+    const okl = !split || c.gemm('bf16', D, A, Bl, rows, N, Kd, 1);
+    if (!okh || !okl) throw new Error(`moe: cuBLASLt has no algorithm for ${rows}×${N}×${Kd}`);
+  };
+  for (let e = 0; e < E; e++) {
+    const r0 = s.start[e], rows = s.start[e + 1] - r0;
+    if (rows === 0) continue;
+    const A = w13p + BigInt(e * 2 * Fw * C * 2);
+    gemm(gu + BigInt(r0 * 2 * Fw * 4), A, xh + BigInt(r0 * C * 2), xl + BigInt(r0 * C * 2), rows, 2 * Fw, C);
+  }
+  c.launch(c.kernel(MOE, 'moe_silumul_split_bf16', 'pppil'), strideGrid(n * Fw), 256, 0, [hh, hl, gu, Fw, n]);
+  for (let e = 0; e < E; e++) {
+    const r0 = s.start[e], rows = s.start[e + 1] - r0;
+    if (rows === 0) continue;
+    const A = w2p + BigInt(e * C * Fw * 2);
+    gemm(yp + BigInt(r0 * C * 4), A, hh + BigInt(r0 * Fw * 2), hl + BigInt(r0 * Fw * 2), rows, C, Fw);
+  }
+  c.launch(c.kernel(MOE, 'moe_combine_perm_f32', 'pppplii'), strideGrid(T * C), 256, 0, [c.ptr(out), yp, c.ptr(weights), inv, T, K, C]);
+}
