@@ -13,7 +13,8 @@ For every ROOT/<name>/ holding config.json and prompt.json ({"ids": [...]}) and 
                                gap K-th/(K+1)-th and the group gap topk_group-th/next)
       bf16_margin.<l> [T]      (vllm only) min relative distance of the router logits to a
                                bf16 rounding midpoint
-  <name>/<semantics>.json: greedy tokens, torch version, routing margins, layer plan, decay rates.
+  <name>/<semantics>.json: greedy tokens, torch version, routing margins, layer plan (mixer
+      lightning | mla | gqa), decay rates, RoPE inverse frequencies, self-checks.
 """
 from __future__ import annotations
 
@@ -103,6 +104,9 @@ def run_one(model_dir: str, sem: str, dtype: torch.dtype, store: torch.dtype) ->
         "decay": {str(i): d.tolist() for i, d in orc.decay.items()},
         "linear_inv_freq": orc.lin_freq.tolist(),
         "mla_inv_freq": orc.mla_freq.tolist(),
+        "full_attention": orc.c.full,
+        "gqa_kv_heads": orc.c.kv_heads if orc.c.full == "gqa" else None,
+        "gqa_inv_freq": orc.gqa_freq.tolist(),
         "self_checks": checks,
         "seconds": round(time.time() - t0, 2),
     }

@@ -1,7 +1,10 @@
-"""Independent PyTorch oracle of Bailing MoE v2.5 (lightning linear attention + MLA + MoE).
+"""Independent PyTorch oracle of Bailing MoE v2.5 (lightning linear attention + MLA + MoE) and of
+Ring-linear-2.0 (BailingMoeLinearV2ForCausalLM: the same model with grouped-query softmax attention
+as its full-attention layers).
 
-Written from /work/shared/reference/model-spec.md (sections cited inline), not from any
-third-party modeling code. Straight-line float64 (or float32) math, no fused kernels:
+Written from /work/shared/reference/model-spec.md and docs/ring-linear.md (sections cited inline),
+not from any third-party modeling code nor from the TypeScript engine. Straight-line float64 (or
+float32) math, no fused kernels:
 
   r = embed(ids)
   for each layer:  r += mixer(rms_in(r));  r += ffn(rms_post(r));  tap = r
@@ -112,6 +115,8 @@ class Config:
     use_qkv_bias: bool
     tie: bool
     layer_types: list | None
+    full: str  # full-attention layers: 'mla' (v2.5) or 'gqa' (Ring-linear-2.0)
+    kv_heads: int  # GQA key/value heads (num_key_value_heads; lightning layers ignore it)
 
 
 def parse_config(raw: dict) -> Config:
@@ -121,6 +126,11 @@ def parse_config(raw: dict) -> Config:
 
     model_type = get("model_type", "")
     naming = "transformers" if model_type == "bailing2_5_moe" else "bailing"
+    # Ring-linear-2.0 (docs/ring-linear.md "Recognition"): its architecture string or model_type
+    # makes the full-attention layers GQA; SGLang's full_attention_type other than "mla" does too.
+    ring = "BailingMoeLinearV2ForCausalLM" in (get("architectures", []) or []) or model_type == "bailing_moe_linear"
+    full = "mla" if get("full_attention_type", "gqa" if ring else "mla") == "mla" else "gqa"
+    assert not (full == "gqa" and naming == "transformers"), "GQA layers exist only with the official names"
     hidden = int(raw["hidden_size"])
     heads = int(raw["num_attention_heads"])
     # The transformers port's head_dim is qk_rope_head_dim; its linear head dim is hidden/heads.
@@ -195,22 +205,28 @@ def parse_config(raw: dict) -> Config:
         use_qkv_bias=use_qkv_bias,
         tie=bool(get("tie_word_embeddings", False)),
         layer_types=raw.get("layer_types"),
+        full=full,
+        kv_heads=int(get("num_key_value_heads", heads)),
     )
 
 
 def layer_plan(c: Config, sem: Semantics) -> list[tuple[str, str]]:
-    """[(mixer, ffn)] per layer: mixer 'lightning' | 'mla', ffn 'dense' | 'moe' (spec 1.1)."""
+    """[(mixer, ffn)] per layer: mixer 'lightning' | 'mla' | 'gqa', ffn 'dense' | 'moe' (spec 1.1).
+
+    Ring-linear (GQA) keeps the official rule -- a trailing partial group is full attention --
+    under both semantics (docs/ring-linear.md "Layer rule": vLLM has no rule of its own for it)."""
     L, G = c.layers, c.group
+    tail = sem.tail_full or c.full == "gqa"
     plan = []
     for i in range(L):
         if c.layer_types is not None:
-            mla = c.layer_types[i] == "full_attention"
+            full = c.layer_types[i] == "full_attention"
         elif G <= 0:
-            mla = True
+            full = True
         else:
-            mla = (i + 1) % G == 0 or (sem.tail_full and i >= (L // G) * G)
+            full = (i + 1) % G == 0 or (tail and i >= (L // G) * G)
         moe = c.n_experts > 1 and i >= c.first_dense
-        plan.append(("mla" if mla else "lightning", "moe" if moe else "dense"))
+        plan.append((c.full if full else "lightning", "moe" if moe else "dense"))
     return plan
 
 
@@ -308,6 +324,16 @@ class MlaW:
 
 
 @dataclass
+class GqaW:
+    qkv: torch.Tensor  # [(H + 2 KVH) D, C]: rows Q (H D) ; K (KVH D) ; V (KVH D)
+    qkv_b: torch.Tensor | None
+    qn: torch.Tensor | None  # [D]
+    kn: torch.Tensor | None  # [D]
+    o: torch.Tensor  # [C, H D]
+    o_b: torch.Tensor | None
+
+
+@dataclass
 class MlpW:
     gate: torch.Tensor
     up: torch.Tensor
@@ -368,6 +394,24 @@ def load_weights(c: Config, plan, tensors, dtype) -> tuple[torch.Tensor, torch.T
             assert (mixer.o_b is not None) == c.use_bias, f"layer {i}: dense bias vs use_bias"
             if c.qk_norm:
                 assert mixer.qn is not None and mixer.kn is not None
+        elif mk == "gqa":
+            # docs/ring-linear.md "GQA projections", "Biases", "qk-norm": official names only.
+            a = p + "attention."
+            mixer = GqaW(
+                qkv=w.req(a + "query_key_value.weight"),
+                qkv_b=w.opt(a + "query_key_value.bias"),
+                qn=w.opt(a + "query_layernorm.weight") if c.qk_norm else None,
+                kn=w.opt(a + "key_layernorm.weight") if c.qk_norm else None,
+                o=w.req(a + "dense.weight"),
+                o_b=w.opt(a + "dense.bias"),
+            )
+            D = c.head_dim
+            assert tuple(mixer.qkv.shape) == ((c.heads + 2 * c.kv_heads) * D, c.hidden), f"layer {i}: GQA qkv shape {tuple(mixer.qkv.shape)}"
+            assert tuple(mixer.o.shape) == (c.hidden, c.heads * D), f"layer {i}: GQA dense shape {tuple(mixer.o.shape)}"
+            assert (mixer.qkv_b is not None) == (c.use_bias or c.use_qkv_bias), f"layer {i}: GQA qkv bias vs flags"
+            assert (mixer.o_b is not None) == c.use_bias, f"layer {i}: GQA dense bias vs use_bias"
+            if c.qk_norm:
+                assert mixer.qn is not None and mixer.kn is not None and mixer.qn.numel() == D
         else:
             a, b = p + "attention.", p + "self_attn."
             mixer = MlaW(
@@ -471,6 +515,8 @@ class Cache:
     states_pre_bf16: dict = field(default_factory=dict)  # layer -> last state before bf16 rounding (vllm)
     ckv: dict = field(default_factory=dict)  # layer -> [N, kv_lora]
     kpe: dict = field(default_factory=dict)  # layer -> [N, rope]
+    k: dict = field(default_factory=dict)  # GQA layer -> [N, KVH, D] (normed, rotated)
+    v: dict = field(default_factory=dict)  # GQA layer -> [N, KVH, D]
 
 
 @dataclass
@@ -496,6 +542,13 @@ class Oracle:
         assert self.lin_rot % 2 == 0 and self.lin_rot <= c.head_dim
         self.lin_freq = torch.tensor(inv_freq(c.rope_theta, self.lin_rot, c.pos_scale), dtype=torch.float64)
         self.mla_freq = torch.tensor(inv_freq(c.rope_theta, c.rope, c.pos_scale), dtype=torch.float64)
+        # GQA layers rotate int(D * partial_rotary_factor) dims always (linear_rope is about the
+        # lightning layers only): docs/ring-linear.md "RoPE".
+        self.gqa_rot = int(c.head_dim * c.prf) if c.full == "gqa" else 0
+        assert self.gqa_rot % 2 == 0 and self.gqa_rot <= c.head_dim
+        self.gqa_freq = torch.tensor(inv_freq(c.rope_theta, self.gqa_rot, c.pos_scale), dtype=torch.float64)
+        if c.full == "gqa":
+            assert c.heads % c.kv_heads == 0, "num_attention_heads must be a multiple of num_key_value_heads"
         self.groups = 0
         if c.n_group is not None and c.topk_group is not None and c.n_experts > c.n_group and c.n_experts % c.n_group == 0:
             self.groups = c.n_group
@@ -593,6 +646,33 @@ class Oracle:
         o = torch.einsum("hts,shd->thd", p, vv).reshape(n, H * Dv)
         return lin(o, w.o, w.o_b)
 
+    # -- GQA (docs/ring-linear.md), expanded per query head ------------------------------------
+    def gqa(self, i: int, w: GqaW, x: torch.Tensor, pos: torch.Tensor, cache: Cache) -> torch.Tensor:
+        c, n = self.c, x.shape[0]
+        H, KVH, D = c.heads, c.kv_heads, c.head_dim
+        qkv = lin(x, w.qkv, w.qkv_b)
+        q = qkv[:, :H * D].reshape(n, H, D)
+        k = qkv[:, H * D:(H + KVH) * D].reshape(n, KVH, D)
+        v = qkv[:, (H + KVH) * D:].reshape(n, KVH, D)
+        if c.qk_norm:  # per-head RMSNorm over D, before RoPE
+            q, k = rms(q, w.qn, c.eps), rms(k, w.kn, c.eps)
+        f = self.gqa_freq.to(x.dtype)
+        q, k = rope_neox(q, pos, f), rope_neox(k, pos, f)
+        K = k if i not in cache.k else torch.cat([cache.k[i], k])
+        V = v if i not in cache.v else torch.cat([cache.v[i], v])
+        cache.k[i], cache.v[i] = K, V
+        N = K.shape[0]
+        future = torch.arange(N)[None, :] > pos[:, None]  # [n, N]
+        per_kv = H // KVH
+        heads = []
+        for h in range(H):
+            g = h // per_kv  # consecutive query heads share a KV head
+            sc = (q[:, h, :] @ K[:, g, :].T) * D ** -0.5  # [n, N]
+            sc = sc.masked_fill(future, float("-inf"))
+            heads.append(torch.softmax(sc, dim=-1) @ V[:, g, :])  # [n, D]
+        o = torch.stack(heads, dim=1).reshape(n, H * D)
+        return lin(o, w.o, w.o_b)
+
     # -- MoE (spec 6.2, 6.3) -------------------------------------------------------------------
     def moe(self, w: MoeW, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         c, n = self.c, x.shape[0]
@@ -644,7 +724,8 @@ class Oracle:
         taps, margins, bms = [], {}, {}
         for i, lw in enumerate(self.layers):
             x = rms(r, lw.norm_in, c.eps)
-            a = self.lightning(i, lw.mixer, x, pos, cache) if lw.mixer_kind == "lightning" else self.mla(i, lw.mixer, x, pos, cache)
+            mix = {"lightning": self.lightning, "mla": self.mla, "gqa": self.gqa}[lw.mixer_kind]
+            a = mix(i, lw.mixer, x, pos, cache)
             r = r + a
             x = rms(r, lw.norm_post, c.eps)
             if lw.ffn_kind == "dense":
