@@ -18,6 +18,7 @@ import type { ChatMessage, Tokenizer } from '../tokenizer/tokenizer.js';
 import { BailingError, InvalidRequestError } from '../util/errors.js';
 import { renderChat } from './chat.js';
 import { ChatOutputParser, type ParsedToolCall } from './chat-output.js';
+import { TpGroup } from './tp.js';
 import { parseMessages, parseToolChoice, parseTools, type ToolChoice } from './schema.js';
 import { ChunkStream } from './stream.js';
 
@@ -327,11 +328,17 @@ function common(r: GenerateResult): { tokenIds: readonly number[]; stoppedBy: st
 export async function loadModel(options: LoadModelOptions = {}): Promise<BailingModel> {
   const dir = options.model === undefined ? embeddedModelDir() : resolve(options.model);
   if (!existsSync(join(dir, 'config.json'))) throw new InvalidRequestError(`model ${dir}: no config.json (expected a Hugging Face model directory)`, 'model');
-  if ((options.tp ?? 1) !== 1) throw new InvalidRequestError(`tp ${options.tp}: tensor parallelism is not available in this release`, 'tp');
-  const be = selectBackend(options.device ?? 'auto', { threads: options.threads });
+  const tp = options.tp ?? 1;
+  if (!Number.isInteger(tp) || tp < 1) throw new InvalidRequestError(`tp must be a positive integer, got ${tp}`, 'tp');
+  if (tp > 1 && options.device !== 'cuda') throw new InvalidRequestError(`tp ${tp}: tensor parallelism needs --device cuda (one process per GPU over NCCL)`, 'tp');
+  // tp > 1: this process is rank 0 on GPU 0; tp.ts forks the other ranks (issue 6).
+  const group = tp > 1 ? await TpGroup.start(tp, { dir }, { compat: options.compat, maxModelLen: options.maxModelLen, maxSeqs: options.maxNumSeqs, maxBatchTokens: options.maxBatchTokens, cacheTokens: options.cacheTokens }) : null;
+  const be = group ? group.backend() : selectBackend(options.device ?? 'auto', { threads: options.threads });
   try {
     options.onProgress?.({ phase: 'tokenizer', done: 0, total: 1 });
     const opened = await openModel(dir, be, {
+      shard: group ? { rank: 0, size: tp } : undefined,
+      peers: group ?? undefined,
       compat: options.compat,
       maxModelLen: options.maxModelLen,
       maxSeqs: options.maxNumSeqs,

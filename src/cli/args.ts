@@ -15,6 +15,7 @@ export const commonOptions = {
   threads: { type: 'string' },
   'max-model-len': { type: 'string' },
   'max-batch-tokens': { type: 'string' },
+  tp: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -91,6 +92,7 @@ export function loadOptions(v: Values, extra: Partial<LoadModelOptions> = {}): L
     threads: num(v, 'threads'),
     maxModelLen: num(v, 'max-model-len'),
     maxBatchTokens: num(v, 'max-batch-tokens'),
+    tp: num(v, 'tp'),
     ...extra,
   };
 }

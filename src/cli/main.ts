@@ -32,6 +32,7 @@ model and runtime:
   --threads N              CPU threads (default: all cores)
   --max-model-len N        context length (default min(max_position_embeddings, 4096))
   --max-batch-tokens N     tokens per forward step (default 256)
+  --tp N                   tensor parallel over N GPUs (with --device cuda; one process per GPU)
 
 sampling (generate, chat):
   --max-tokens N --temperature T --top-k K --top-p P --min-p P --seed S

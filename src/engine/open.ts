@@ -3,7 +3,9 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Backend } from '../backend/backend.js';
 import { HybridCache } from '../cache/hybrid-cache.js';
-import type { Compat } from '../model/config.js';
+import type { BailingConfig, Compat } from '../model/config.js';
+import type { Shard } from '../model/shard.js';
+import type { StepPeers } from '../model/step.js';
 import { cacheGeometry } from '../model/cache-spec.js';
 import { Model } from '../model/forward.js';
 import { loadModelDir, type LoadedModel } from '../model/load.js';
@@ -25,6 +27,28 @@ export interface OpenOptions {
   readonly seed?: number;
   /** Weight-loading progress: tensors read so far of the checkpoint's total. */
   readonly onProgress?: (done: number, total: number) => void;
+  /** Tensor parallel: this process's rank (default: the only one) and, on rank 0, its peers. */
+  readonly shard?: Shard;
+  readonly peers?: StepPeers;
+}
+
+/** Step and cache sizes every rank of a model must agree on, from the options and the config. */
+export interface EngineSizes {
+  readonly maxModelLen: number;
+  readonly maxSeqs: number;
+  readonly blockSize: number;
+  readonly maxBatchTokens: number;
+  readonly maxSampleRows: number;
+  readonly numBlocks: number;
+}
+
+export function engineSizes(c: BailingConfig, opts: OpenOptions): EngineSizes {
+  const maxModelLen = opts.maxModelLen ?? Math.min(c.max_position_embeddings, 4096);
+  const maxSeqs = opts.maxSeqs ?? 8;
+  const blockSize = opts.blockSize ?? 16;
+  const maxBatchTokens = opts.maxBatchTokens ?? 256;
+  const cacheTokens = opts.cacheTokens ?? maxSeqs * maxModelLen;
+  return { maxModelLen, maxSeqs, blockSize, maxBatchTokens, maxSampleRows: Math.min(maxSeqs, maxBatchTokens), numBlocks: Math.ceil(cacheTokens / blockSize) };
 }
 
 export interface OpenedModel {
@@ -58,19 +82,11 @@ export function generationEosIds(dir: string): number[] {
 
 export async function openModel(dir: string, be: Backend, opts: OpenOptions = {}): Promise<OpenedModel> {
   const tokenizer = await loadTokenizer(dir);
-  const loaded = loadModelDir(dir, be, opts.compat ?? 'default', opts.onProgress);
+  const loaded = loadModelDir(dir, be, opts.compat ?? 'default', opts.onProgress, opts.shard);
   const c = loaded.spec.config;
-  const maxModelLen = opts.maxModelLen ?? Math.min(c.max_position_embeddings, 4096);
-  const maxSeqs = opts.maxSeqs ?? 8;
-  const blockSize = opts.blockSize ?? 16;
-  const maxBatchTokens = opts.maxBatchTokens ?? 256;
-  const cacheTokens = opts.cacheTokens ?? maxSeqs * maxModelLen;
-  const model = new Model(be, loaded.spec, loaded.weights, maxBatchTokens, Math.min(maxSeqs, maxBatchTokens), blockSize);
-  const cache = new HybridCache(
-    be,
-    cacheGeometry(loaded.spec),
-    { maxSeqs, numBlocks: Math.ceil(cacheTokens / blockSize), blockSize },
-  );
+  const { maxModelLen, maxSeqs, blockSize, maxBatchTokens, maxSampleRows, numBlocks } = engineSizes(c, opts);
+  const model = new Model(be, loaded.spec, loaded.weights, maxBatchTokens, maxSampleRows, blockSize, opts.peers ?? null);
+  const cache = new HybridCache(be, cacheGeometry(loaded.spec), { maxSeqs, numBlocks, blockSize });
   const eos = new Set<number>([...c.eos_token_id, ...generationEosIds(dir)]);
   if (tokenizer.specialIds.eos !== null) eos.add(tokenizer.specialIds.eos);
   const eosIds = [...eos];

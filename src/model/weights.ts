@@ -16,6 +16,8 @@ export interface TensorSource {
   names(): string[];
   info(name: string): { dtype: string; shape: readonly number[] };
   read(name: string): Uint8Array;
+  /** Dummy weights (the backend fills them itself): slices skip reading and cutting bytes. */
+  readonly dummy?: boolean;
   /** Bytes [start, start+length) of one tensor; absent: read() and cut (tensor-parallel slices use it). */
   readRange?(name: string, byteStart: number, byteLength: number): Uint8Array;
   /** Where errors should point (the model directory). */
@@ -172,7 +174,7 @@ class WeightReader {
     const range = (start: number, length: number): Uint8Array =>
       this.src.readRange ? this.src.readRange(name, start, length) : this.src.read(name).subarray(start, start + length);
     const parts: Uint8Array[] = [];
-    for (const [r0, rn] of ranges) {
+    for (const [r0, rn] of this.src.dummy ? [] : ranges) {
       if (cn === cols) {
         const perChunk = Math.max(1, Math.floor(CHUNK_BYTES / (cols * el)));
         for (let r = r0; r < r0 + rn; r += perChunk) parts.push(range(r * cols * el, Math.min(perChunk, r0 + rn - r) * cols * el));

@@ -1,0 +1,116 @@
+/**
+ * Tensor-parallel benchmark (issue 6): the Ling-2.6-flash geometry (dummy bf16 weights made on
+ * each GPU) cut to --layers, over --tp GPUs, one process per GPU. Measures the all-reduce of one
+ * decode step's [B, C] f32 residual, decode tokens/s at batch 1/16/64 (context --ctx), prefill of
+ * --prefill tokens, and each decode's ratio to its floor: bytes this rank reads per step over the
+ * H100's 3.35 TB/s plus the measured all-reduce time of the step's 2·L + 1 all-reduces.
+ *   node dist/bench/tp-bench.js --tp 2 --layers 16 [--out FILE]
+ */
+import { writeFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { TpGroup } from '../src/api/tp.js';
+import { HybridCache } from '../src/cache/hybrid-cache.js';
+import { cacheGeometry } from '../src/model/cache-spec.js';
+import { buildSpec, parseConfig } from '../src/model/config.js';
+import { dummySource } from '../src/model/dummy-source.js';
+import { Model } from '../src/model/forward.js';
+import { tinyConfig } from '../src/model/tiny-checkpoint.js';
+import { loadWeights } from '../src/model/weights.js';
+
+const { values } = parseArgs({ options: { tp: { type: 'string', default: '2' }, layers: { type: 'string', default: '16' }, ctx: { type: 'string', default: '512' }, prefill: { type: 'string', default: '8192' }, out: { type: 'string' } } });
+const tp = Number(values.tp), L = Number(values.layers), ctx = Number(values.ctx), P = Number(values.prefill);
+const raw = tinyConfig({
+  vocab_size: 157184, hidden_size: 4096, intermediate_size: 9216, num_hidden_layers: L, num_attention_heads: 32, head_dim: 128,
+  layer_group_size: 8, group_norm_size: 8, first_k_dense_replace: 1, num_experts: 256, num_experts_per_tok: 8, n_group: 8, topk_group: 4,
+  moe_intermediate_size: 1024, moe_shared_expert_intermediate_size: 1024, num_shared_experts: 1, rope_theta: 1e6, max_position_embeddings: 131072,
+  q_lora_rank: 1536, kv_lora_rank: 512, qk_nope_head_dim: 128, qk_rope_head_dim: 64, v_head_dim: 128, eos_token_id: 156892, pad_token_id: 156892,
+});
+const maxSeqs = 64, maxBatchTokens = P, blockSize = 16;
+const open = { maxSeqs, maxBatchTokens, blockSize, maxModelLen: Math.max(P, ctx) + 64, cacheTokens: maxSeqs * (ctx + 64) + P };
+const log = (s: string): void => void process.stdout.write(s + '\n');
+
+const t0 = performance.now();
+const group = await TpGroup.start(tp, { config: raw, dummySeed: 1 }, open);
+const { config, naming } = parseConfig(raw);
+const spec = buildSpec(config, naming, 'default', { rank: 0, size: tp });
+const be = group.be;
+const weights = loadWeights(spec, dummySource(spec), be);
+const model = new Model(be, spec, weights, maxBatchTokens, Math.min(maxSeqs, maxBatchTokens), blockSize, group);
+const cache = new HybridCache(be, cacheGeometry(spec), { maxSeqs, numBlocks: Math.ceil(open.cacheTokens / blockSize), blockSize });
+be.sync();
+const mem = be.c.driver.memInfo();
+log(`tp ${tp}, ${L} layers: loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s; GPU 0 uses ${((mem.total - mem.free) / 1e9).toFixed(1)} GB`);
+
+const C = config.hidden_size;
+// Datasheet HBM bandwidth of the card (the floor's denominator).
+const BW = /H200/.test(be.device.name) ? 4.8e12 : 3.35e12;
+log(`device ${be.device.name}`);
+
+function decode(B: number, steps: number, profile = false): { ms: number } {
+  const seqs = Array.from({ length: B }, () => cache.allocSeq()!);
+  // Prefill every sequence to ctx in chunks that fit maxBatchTokens.
+  for (const s of seqs) {
+    cache.reserve(s, ctx + steps + 1);
+    for (let at = 0; at < ctx; at += maxBatchTokens) {
+      const n = Math.min(maxBatchTokens, ctx - at);
+      model.forward({ ids: new Int32Array(n).fill(7), positions: Int32Array.from({ length: n }, (_, j) => at + j), seqs: [{ seq: s, start: 0, len: n, ctxStart: at }], sampleRows: Int32Array.of(n - 1) }, cache);
+    }
+  }
+  const step = (i: number): void => {
+    model.forward({ ids: new Int32Array(B).fill(11), positions: new Int32Array(B).fill(ctx + i), seqs: seqs.map((seq, b) => ({ seq, start: b, len: 1, ctxStart: ctx + i })), sampleRows: Int32Array.from({ length: B }, (_, b) => b) }, cache);
+  };
+  step(0);
+  if (profile) be.c.startProfile();
+  const s = performance.now();
+  for (let i = 1; i <= steps; i++) step(i);
+  const ms = (performance.now() - s) / steps;
+  for (const q of seqs) cache.free(q);
+  return { ms };
+}
+
+// Bytes one rank reads per decode step of batch B: its shard of every non-expert matrix, the
+// experts the batch activates (≤ min(E, B·K) per MoE layer) and the lm_head piece.
+function floorBytes(B: number): number {
+  const c = config, H = c.num_attention_heads / tp, D = c.head_dim, bf = 2;
+  let bytes = (c.vocab_size / tp) * C * bf;
+  for (const l of spec.layers) {
+    if (l.mixer === 'lightning') bytes += (4 * H * D * C + C * H * D) * bf;
+    else bytes += ((c.q_lora_rank ?? 0) * C + (c.kv_lora_rank + 64) * C + H * 192 * (c.q_lora_rank ?? C) + H * 256 * c.kv_lora_rank + C * H * 128) * bf;
+    if (l.ffn === 'dense') bytes += (3 * C * (c.intermediate_size ?? 0) / tp) * bf;
+    else bytes += (Math.min(c.num_experts, B * c.num_experts_per_tok) * 3 * C * c.moe_intermediate_size / tp + 3 * C * spec.sharedFfn / tp + c.num_experts * C * 2) * bf;
+  }
+  return bytes;
+}
+
+// All-reduce time inside a decode step, measured with the per-kernel profile of rank 0.
+function profiled(B: number): Map<string, { ms: number; launches: number }> {
+  decode(B, 5, true);
+  return be.c.stopProfile();
+}
+
+const results: Record<string, unknown>[] = [];
+for (const B of [1, 16, 64]) {
+  const { ms } = decode(B, 20);
+  const prof = profiled(B);
+  const ar = prof.get('nccl_all_reduce');
+  const arMsPerStep = ar ? ar.ms / 5 : 0; // 5 profiled decode steps (events add a little per launch)
+  const floorMs = (floorBytes(B) / BW) * 1000 + arMsPerStep;
+  results.push({ batch: B, ms_per_step: ms, tokens_per_s: (B * 1000) / ms, floor_ms: floorMs, ratio_to_floor: floorMs / ms, all_reduce_ms_per_step: arMsPerStep, bytes_per_rank: floorBytes(B) });
+  log(`decode batch ${B}: ${ms.toFixed(2)} ms/step, ${((B * 1000) / ms).toFixed(1)} tok/s; floor ${floorMs.toFixed(2)} ms (bytes/${(BW / 1e12).toFixed(2)}TB/s + all-reduce ${arMsPerStep.toFixed(3)} ms) → ${((100 * floorMs) / ms).toFixed(0)}% of floor`);
+}
+{
+  const s0 = cache.allocSeq()!;
+  cache.reserve(s0, P);
+  const run = (): number => {
+    const s = performance.now();
+    model.forward({ ids: new Int32Array(P).fill(5), positions: Int32Array.from({ length: P }, (_, j) => j), seqs: [{ seq: s0, start: 0, len: P, ctxStart: 0 }], sampleRows: Int32Array.of(P - 1) }, cache);
+    return performance.now() - s;
+  };
+  run();
+  const ms = run();
+  log(`prefill ${P}: ${ms.toFixed(0)} ms, ${((P * 1000) / ms).toFixed(0)} tok/s`);
+  results.push({ prefill: P, ms, tokens_per_s: (P * 1000) / ms });
+}
+if (values.out) writeFileSync(values.out, JSON.stringify({ tp, layers: L, ctx, results }, null, 2));
+await group.shutdown();
+process.exit(0);
