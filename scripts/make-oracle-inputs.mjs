@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Writes the oracle's input model directories (the 5 tiny variants + prompt.json) under
+// Writes the oracle's input model directories (tiny-configs.ts oracleVariants + prompt.json) under
 // test/fixtures/oracle/. Run after `npm run build`; then run tools/oracle/make_fixtures.py on a
 // torch machine (tools/oracle/README.md). BAILING_DIST overrides the build folder (default dist).
 import { join, resolve } from 'node:path';

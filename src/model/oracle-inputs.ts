@@ -1,6 +1,7 @@
 /**
- * Inputs of the PyTorch oracle (tools/oracle): every tiny variant of tiny-configs.ts written as a
- * model directory (config.json + safetensors, shards for the port variant) plus prompt.json with
+ * Inputs of the PyTorch oracle (tools/oracle): every variant of tiny-configs.ts `oracleVariants`
+ * (the v2.5 tiny variants and the Ring-linear ones, at hidden 16 / vocab 48) written as a model
+ * directory (config.json + safetensors, shards for port and lean) plus prompt.json with
  * seeded token ids. tools/oracle/make_fixtures.py reads these and writes the expected outputs
  * (<semantics>.safetensors / <semantics>.json) next to them; src/model/oracle.test.ts compares.
  */
@@ -8,7 +9,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Prng } from '../util/prng.js';
 import { writeTinyModel } from './tiny-checkpoint.js';
-import { tinyVariants } from './tiny-configs.js';
+import { oracleVariants } from './tiny-configs.js';
 
 /** Prompt length: past vLLM's 256-token prefill block (spec §4.6), so the quirk is exercised. */
 export const ORACLE_PROMPT_TOKENS = 300;
@@ -26,7 +27,7 @@ export function oraclePrompt(vocab: number, seed: number, n = ORACLE_PROMPT_TOKE
 
 /** Write root/<variant>/{config.json, model safetensors, prompt.json}; returns the variant names. */
 export function writeOracleInputs(root: string): string[] {
-  return tinyVariants.map((v, i) => {
+  return oracleVariants.map((v, i) => {
     const dir = join(root, v.name);
     writeTinyModel(dir, v.config, v.opts);
     const vocab = Number(v.config.vocab_size);

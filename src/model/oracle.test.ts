@@ -1,7 +1,8 @@
 /**
  * The CPU engine against the independent PyTorch oracle (tools/oracle): per-layer residual taps,
- * logits at every prompt position, final lightning states and 16 greedy tokens, for every tiny
- * variant under both semantics. Fixtures: test/fixtures/oracle/<variant>/<semantics>.{safetensors,json}
+ * logits at every prompt position, final lightning states and 16 greedy tokens, for every variant
+ * of tiny-configs.ts `oracleVariants` (v2.5 with MLA, and Ring-linear-2.0 with GQA full attention)
+ * under both semantics. Fixtures: test/fixtures/oracle/<variant>/<semantics>.{safetensors,json}
  * (tools/oracle/README.md says how to regenerate them).
  *
  * Metric: per row max|a−b| / max|b| ≤ 1e-5 (as forward.test.ts's `close`). Taps are compared
@@ -11,7 +12,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CpuBackend } from '../backend/cpu/cpu-backend.js';
@@ -21,7 +22,7 @@ import { SafetensorsFile } from '../loader/safetensors.js';
 import { toF64 } from '../tensor/tensor.js';
 import type { Compat } from './config.js';
 import { harness, type Harness } from './test-harness.js';
-import { tinyVariants } from './tiny-configs.js';
+import { oracleVariants } from './tiny-configs.js';
 
 const TOL = 1e-5;
 const N_GREEDY = 16;
@@ -39,6 +40,8 @@ function fixtureRoot(): string {
   throw new Error('test/fixtures/oracle not found (run from the package root)');
 }
 const ROOT = fixtureRoot();
+/** Issue 3: all of test/fixtures stays under 4 MB. */
+const FIXTURE_BUDGET = 4_000_000;
 
 interface Meta {
   semantics: Compat;
@@ -47,7 +50,8 @@ interface Meta {
   greedy: number[];
   routing_margin: number | null;
   bf16_margin: number | null;
-  layers: { index: number; mixer: 'lightning' | 'mla'; ffn: 'dense' | 'moe' }[];
+  layers: { index: number; mixer: 'lightning' | 'mla' | 'gqa'; ffn: 'dense' | 'moe' }[];
+  full_attention?: 'mla' | 'gqa';
 }
 
 interface Fixture {
@@ -159,11 +163,16 @@ function rowErr(a: Float64Array, b: Float64Array): number {
 
 /** Worst errors seen, per kind, for the summary line. */
 const worst: Record<string, number> = {};
+/** The same per variant and semantics (all forms of feeding the prompt together). */
+const worstOf: Record<string, Record<string, number>> = {};
 let backendTag = 'cpu';
+let current = '';
 function note(kind: string, e: number): void {
   if (!(e <= TOL)) return; // failures are reported by their own message
   const k = `${backendTag} ${kind}`;
   worst[k] = Math.max(worst[k] ?? 0, e);
+  const w = (worstOf[current] ??= {});
+  w[k] = Math.max(w[k] ?? 0, e);
 }
 
 /** Why a divergence at (layer, pos) may be excusable: the oracle's routing margins there. */
@@ -230,7 +239,22 @@ function check(fx: Fixture, r: Run, what: string): void {
   }
 }
 
-for (const v of tinyVariants) {
+function bytesUnder(dir: string): number {
+  let n = 0;
+  for (const e of readdirSync(dir, { withFileTypes: true })) n += e.isDirectory() ? bytesUnder(join(dir, e.name)) : statSync(join(dir, e.name)).size;
+  return n;
+}
+
+test('oracle: the fixture set covers both architectures and stays under 4 MB', () => {
+  const full = oracleVariants.map((v) => loadFixture(join(ROOT, v.name), 'default').meta.full_attention);
+  assert.ok(full.filter((f) => f === 'mla').length >= 6, `at least 6 v2.5 (MLA) variants: ${JSON.stringify(full)}`);
+  assert.ok(full.filter((f) => f === 'gqa').length >= 1, 'Ring-linear (GQA) variants');
+  const bytes = bytesUnder(resolve(ROOT, '..'));
+  assert.ok(bytes < FIXTURE_BUDGET, `test/fixtures holds ${bytes} bytes, budget ${FIXTURE_BUDGET}`);
+  console.log(`# test/fixtures: ${bytes} bytes for ${oracleVariants.length} variants`);
+});
+
+for (const v of oracleVariants) {
   const dir = join(ROOT, v.name);
   for (const sem of ['default', 'vllm'] as const) {
     const fx = loadFixture(dir, sem);
@@ -259,7 +283,13 @@ for (const v of tinyVariants) {
       test(`oracle ${v.name} ${sem}: ${name} matches the PyTorch oracle (taps, logits, states, greedy)`, (t) => {
         const cpu = new CpuBackend({ threads: 2 });
         try {
+          current = `${v.name}/${sem}`;
           const h = harness(dir, cpu, sem, 512);
+          assert.deepEqual(
+            h.model.spec.layers.map((l) => `${l.mixer}+${l.ffn}`),
+            fx.meta.layers.map((l) => `${l.mixer}+${l.ffn}`),
+            `${v.name}/${sem}: engine layer plan vs oracle`,
+          );
           check(fx, run(h, fx.prompt, sizes), `${v.name}/${sem}/${name}`);
         } catch (e) {
           // A divergence explained by a near-tie (expert selection, or a router logit on a bf16
@@ -287,4 +317,6 @@ test('oracle: summary of the worst errors', () => {
     .map(([k, e]) => `${k} ${e.toExponential(2)}`)
     .join(', ');
   console.log(`oracle worst rel errors: ${line}`);
+  for (const [name, w] of Object.entries(worstOf))
+    console.log(`#   ${name}: ${Object.entries(w).map(([k, e]) => `${k} ${e.toExponential(2)}`).join(', ')}`);
 });

@@ -1,6 +1,7 @@
 /**
  * Tiny config variants that together cover every config branch the engine supports. Shared by
- * the model tests (and the oracle fixtures of the oracle issue).
+ * the model tests; `oracleVariants` (all of them, compacted) are the inputs of the PyTorch oracle
+ * fixtures (tools/oracle, src/model/oracle.test.ts).
  */
 import { tinyConfig, tinyRingLinearConfig, type TinyOptions } from './tiny-checkpoint.js';
 
@@ -43,11 +44,20 @@ export const tinyVariants: readonly TinyVariant[] = [
     config: tinyConfig({ score_function: 'softmax', moe_router_enable_expert_bias: false, norm_topk_prob: false, linear_silu: true, routed_scaling_factor: 1, num_shared_experts: 0 }),
     opts: { seed: 5 },
   },
+  // Linear RoPE scaling (the "type" key), first_k_dense_replace 2 (an MLA layer with a dense FFN),
+  // norm_topk_prob absent (→ true), q_lora_rank null with group_norm_size 4, tied embeddings,
+  // use_linear_silu false taking precedence over linear_silu true, two shared experts without
+  // moe_shared_expert_intermediate_size, bf16 weights in a sharded checkpoint with official names.
+  {
+    name: 'lean',
+    config: tinyConfig({ rope_scaling: { type: 'linear', factor: 4 }, first_k_dense_replace: 2, norm_topk_prob: undefined, q_lora_rank: null, group_norm_size: 4, tie_word_embeddings: true, use_linear_silu: false, linear_silu: true, num_shared_experts: 2, moe_shared_expert_intermediate_size: undefined }),
+    opts: { seed: 26, dtype: 'BF16', shards: 2 },
+  },
 ];
 
 /**
- * Ring-linear-2.0 (BailingMoeLinearV2ForCausalLM, GQA full attention) variants, kept apart from
- * tinyVariants until the oracle covers this architecture.
+ * Ring-linear-2.0 (BailingMoeLinearV2ForCausalLM, GQA full attention) variants: the tests of
+ * ring-linear.test.ts, and oracle fixtures through `oracleVariants`.
  */
 export const ringLinearVariants: readonly TinyVariant[] = [
   // KVH < H (2 query heads per KV head), qk-norm, partial RoPE 0.5, first layer dense, grouped routing.
@@ -67,3 +77,16 @@ export const ringLinearVariants: readonly TinyVariant[] = [
     opts: { seed: 13 },
   },
 ];
+
+/** Dims of the oracle's copies: the stored outputs scale with hidden·layers + vocab per position. */
+const ORACLE_DIMS = { hidden_size: 16, vocab_size: 48 } as const;
+
+/**
+ * The PyTorch oracle's inputs (test/fixtures/oracle/<name>/): every variant above, both
+ * architectures, with hidden_size 16 and vocab_size 48 so that the fixtures of all of them (taps
+ * and logits at 300 positions, both semantics) stay under 4 MB. Every branch flag is kept as is.
+ */
+export const oracleVariants: readonly TinyVariant[] = [...tinyVariants, ...ringLinearVariants].map((v) => ({
+  ...v,
+  config: { ...v.config, ...ORACLE_DIMS },
+}));
