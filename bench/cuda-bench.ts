@@ -5,7 +5,9 @@
  * rate measured here), and a per-kernel breakdown of batch-1 decode.
  *
  *   node dist/bench/cuda-bench.js --geometry flash|ring-mini [--decode 1,8,64,256] [--ctx 1024,32768]
- *        [--prefill 1024,8192,32768] [--chunk 4096] [--profile] [--out FILE]
+ *        [--prefill 1024,8192,32768] [--chunk 4096] [--profile] [--graphs] [--split 0|1] [--out FILE]
+ *
+ * --graphs: each decode figure twice, eager launches and CUDA-graph replay (be.runStep).
  *
  * Decode contexts are synthetic: the sequences' positions and cache lengths are set to ctx without
  * running the prompt (the cache holds zeros); the kernels' work and bytes do not depend on the values.
@@ -35,13 +37,15 @@ function main(): void {
     options: {
       geometry: { type: 'string', default: 'flash' }, decode: { type: 'string', default: '1' }, ctx: { type: 'string', default: '1024' },
       prefill: { type: 'string', default: '' }, chunk: { type: 'string', default: '4096' }, steps: { type: 'string', default: '20' },
-      profile: { type: 'boolean', default: false }, out: { type: 'string', default: 'bench/results/cuda-bench.json' },
+      profile: { type: 'boolean', default: false }, graphs: { type: 'boolean', default: false }, split: { type: 'string', default: '1' }, out: { type: 'string', default: 'bench/results/cuda-bench.json' },
     },
   });
   const batches = list(values.decode), ctxs = list(values.ctx), prompts = list(values.prefill);
   const chunk = Number(values.chunk), steps = Number(values.steps);
   const be = new CudaBackend({ dummyWeights: { seed: 1 } });
   const c = be.c, d = c.driver;
+  // --split 0: prefill GEMMs on bf16-rounded activations (one GEMM instead of the f32-faithful two).
+  c.gemmSplit = values.split !== '0';
   log(`device: ${be.device.name} (sm_${be.device.major}${be.device.minor}, ${be.device.sms} SMs, ${(be.device.totalBytes / 2 ** 30).toFixed(1)} GiB), geometry ${values.geometry}`);
   const e0 = d.eventCreate(), e1 = d.eventCreate();
   const timeIt = (f: () => void, reps: number, warm = 2): number => {
@@ -135,10 +139,24 @@ function main(): void {
     for (const Bn of batches) {
       let i = 0;
       try {
-        const ms = timeIt(() => void model.forward(decodeBatch(Bn, ctx, i++ % 8), cache), Bn >= 64 ? 5 : steps, 2);
+        const reps = Bn >= 64 ? 8 : steps;
         const bytes = decodeBytes(spec, Bn, ctx), floorMs = (bytes / (copyGBs * 1e9)) * 1e3;
-        log(`decode B=${Bn} ctx=${ctx}: ${ms.toFixed(2)} ms/step, ${((Bn / ms) * 1e3).toFixed(0)} tok/s; byte floor ${(bytes / 1e9).toFixed(2)} GB → ${floorMs.toFixed(2)} ms (${((floorMs / ms) * 100).toFixed(1)}% of floor)`);
-        results.push({ kind: 'decode', batch: Bn, ctx, msPerStep: ms, tokPerS: (Bn / ms) * 1e3, floorBytes: bytes, floorMs, floorRatio: floorMs / ms });
+        // Eager (one launch per kernel) and CUDA-graph replay of the same steps, same process.
+        for (const mode of values.graphs ? ['eager', 'graph'] : ['eager']) {
+          const step = (): void => {
+            const b = decodeBatch(Bn, ctx, i++ % 8);
+            if (mode === 'graph') be.runStep(b, () => model.forward(b, cache), [model, cache]);
+            else model.forward(b, cache);
+          };
+          const before = { ...(be.graphs?.stats ?? {}) }, allocs0 = c.mem.allocations;
+          const ms = timeIt(step, reps, mode === 'graph' ? 3 : 2);
+          const st = be.graphs?.stats;
+          const nRep = st ? st.replays - (before.replays ?? 0) : 0;
+          const fill = st && nRep > 0 ? (st.fillMs - (before.fillMs ?? 0)) / nRep : 0;
+          const note = mode === 'graph' && st ? ` [graph replays ${nRep}, captures ${st.captures - (before.captures ?? 0)}, host staging pass ${fill.toFixed(3)} ms/step, device allocations ${c.mem.allocations - allocs0}]` : '';
+          log(`decode B=${Bn} ctx=${ctx} ${mode}: ${ms.toFixed(2)} ms/step, ${((Bn / ms) * 1e3).toFixed(0)} tok/s; byte floor ${(bytes / 1e9).toFixed(2)} GB → ${floorMs.toFixed(2)} ms (${((floorMs / ms) * 100).toFixed(1)}% of floor)${note}`);
+          results.push({ kind: 'decode', mode, batch: Bn, ctx, msPerStep: ms, tokPerS: (Bn / ms) * 1e3, floorBytes: bytes, floorMs, floorRatio: floorMs / ms });
+        }
       } catch (e) {
         log(`decode B=${Bn} ctx=${ctx}: FAILED ${(e as Error).message}`);
         results.push({ kind: 'decode', batch: Bn, ctx, error: (e as Error).message });

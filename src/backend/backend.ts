@@ -187,6 +187,13 @@ export interface HostComm {
   allGather(out: Float32Array, x: Float32Array): void;
 }
 
+/** What a backend may look at of a model step (model/step.ts StepBatch has this shape). */
+export interface StepShape {
+  readonly ids: Int32Array;
+  readonly sampleRows: Int32Array;
+  readonly seqs: readonly { readonly start: number; readonly len: number }[];
+}
+
 export interface Backend {
   readonly name: BackendName;
   /** Activation dtype (f64 for the reference backend, f32 on CPU). */
@@ -204,6 +211,12 @@ export interface Backend {
   sync(): void;
   /** Release threads and memory; the backend is unusable afterwards. */
   dispose(): void;
+  /**
+   * Run one model step (`forward` enqueues it). Backends that can replay a captured step (CUDA
+   * graphs for pure decode steps) do so here; absent: callers run forward() directly. `scope`
+   * names what the captured launches point into (the model and its cache): replays never cross scopes.
+   */
+  runStep?(batch: StepShape, forward: () => Tensor, scope: readonly object[]): Tensor;
 }
 
 export type { HostArray };

@@ -10,6 +10,7 @@ import type { CacheSeq, HybridCache } from '../cache/hybrid-cache.js';
 import type { Model } from '../model/forward.js';
 import type { StepSeq } from '../model/step.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
+import type { Tensor } from '../tensor/tensor.js';
 import { assert } from '../util/assert.js';
 import { InvalidRequestError } from '../util/errors.js';
 import { Prng } from '../util/prng.js';
@@ -252,7 +253,9 @@ export class Engine {
       }
       row += len;
     }
-    const logits = this.model.forward({ ids, positions, seqs, sampleRows: Int32Array.from(sampleRows) }, this.cache);
+    const batch = { ids, positions, seqs, sampleRows: Int32Array.from(sampleRows) };
+    const step = (): Tensor => this.model.forward(batch, this.cache);
+    const logits = this.model.be.runStep ? this.model.be.runStep(batch, step, [this.model, this.cache]) : step();
     for (const { r, len } of parts) r.done += len;
     const host = this.model.be.download(logits);
     const V = logits.shape[1];

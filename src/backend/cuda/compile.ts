@@ -44,8 +44,11 @@ export class KernelCache {
   private readonly modules = new Map<string, Handle>();
   private readonly kernels = new Map<string, Kernel>();
   readonly stats: CompileStats = { compiled: 0, cacheHits: 0, compileMs: 0 };
-  /** Set once the step loop is warm: a compile after that is a bug (BAILING_NO_COMPILE=1 too). */
-  frozen = process.env.BAILING_NO_COMPILE === '1';
+  /**
+   * When set, any compile is an error (a caller that knows it is warm sets it). BAILING_NO_COMPILE=1
+   * is enforced per step by step-graph.ts: a compile inside a replayed decode step throws.
+   */
+  frozen = false;
 
   constructor(
     private readonly driver: CudaDriver,

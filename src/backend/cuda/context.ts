@@ -10,6 +10,20 @@ import { CUDA_R_16BF, CUDA_R_32F, alignmentOf, type CudaDriver, type DeviceInfo,
 import { DeviceAllocator, type DeviceBuffer } from './memory.js';
 
 const LT_WORKSPACE = 32 << 20;
+/** Step-argument arena (graph staging): every host argument of one decode step, 16-byte aligned. */
+const STAGE_BYTES = 8 << 20;
+
+/**
+ * How host-side launchers behave (see step-graph.ts):
+ * - 'eager': launches run, hostArg uploads at once (the plain path);
+ * - 'record': launches are being captured into a graph; hostArg writes into the step-argument
+ *   arena, whose device copy the graph reads;
+ * - 'fill': a replay's host pass — launches and GEMMs are skipped, hostArg refills the arena.
+ */
+export type LaunchMode = 'eager' | 'record' | 'fill';
+
+/** A staging pass hit something only an eager step may do (scratch growth, a new GEMM plan, a full arena). */
+export class StagingMiss extends Error {}
 
 /** Per-kernel device time from events recorded around each launch (benchmarks only). */
 export interface KernelProfile {
@@ -34,9 +48,17 @@ export class CudaContext {
    * path computes what the GEMV path and the CPU backend compute (f32-faithful); false: one GEMM
    * on bf16-rounded activations (twice as fast, NMSE ~1e-6 per matmul).
    */
-  gemmSplit = true;
+  gemmSplit = process.env.BAILING_GEMM_SPLIT !== '0';
   /** When set, every launch is bracketed by events and timed per kernel name (costs ~µs a launch). */
   profile: KernelProfile | null = null;
+  mode: LaunchMode = 'eager';
+  /** Bumped whenever a scratch buffer is replaced: captured graphs holding the old address are stale. */
+  scratchGeneration = 0;
+  private stageHost: Uint8Array | null = null;
+  private stageDev: DeviceBuffer | null = null;
+  private stageUsed = 0;
+  /** (key, bytes) of each staged argument in order: a graph is only valid for the same layout. */
+  private stageLayout: string[] = [];
 
   constructor(
     readonly driver: CudaDriver,
@@ -58,6 +80,7 @@ export class CudaContext {
   }
 
   launch(k: Kernel, grid: readonly [number, number, number], block: number, smem: number, args: readonly (number | bigint)[]): void {
+    if (this.mode === 'fill') return;
     if (smem > 48 * 1024 && (this.smemSet.get(k) ?? 0) < smem) {
       assert(smem <= this.info.smemOptin, () => `${k.name}: ${smem} bytes of shared memory, the device allows ${this.info.smemOptin}`);
       this.driver.funcMaxDynamicSmem(k.fn, smem);
@@ -114,9 +137,11 @@ export class CudaContext {
   scratch(key: string, bytes: number): bigint {
     const cur = this.scratchBufs.get(key);
     if (cur && cur.bytes >= bytes) return cur.ptr;
+    if (this.mode !== 'eager') throw new StagingMiss(`scratch ${key} grows to ${bytes} bytes`);
     if (cur) {
       this.driver.streamSync(this.stream); // queued work may still read the old buffer
       this.mem.free(cur);
+      this.scratchGeneration++;
     }
     const buf = this.mem.alloc(Math.max(bytes, 4096), 'scratch');
     this.scratchBufs.set(key, buf);
@@ -125,9 +150,43 @@ export class CudaContext {
 
   /** Upload a small host array (ids, positions, block rows, decay rates) to a scratch buffer; stream-ordered. */
   hostArg(key: string, a: Int32Array | Float64Array): bigint {
+    if (this.mode !== 'eager') return this.stage(key, a);
     const p = this.scratch(key, a.byteLength);
     this.driver.htod(p, a, this.stream);
     return p;
+  }
+
+  /** Start a staging pass ('record' or 'fill'): the arena is refilled from its start. */
+  beginStaging(mode: 'record' | 'fill'): void {
+    if (!this.stageDev) {
+      // Allocated once, before any graph exists (graphs hold its address).
+      this.stageDev = this.mem.alloc(STAGE_BYTES, 'graph-args');
+      this.stageHost = new Uint8Array(STAGE_BYTES);
+    }
+    this.mode = mode;
+    this.stageUsed = 0;
+    this.stageLayout = [];
+  }
+
+  /** Back to eager launches; the staged layout's signature. */
+  endStaging(): string {
+    this.mode = 'eager';
+    return this.stageLayout.join(';');
+  }
+
+  /** One HtoD copy of the staged step arguments, stream-ordered before the graph that reads them. */
+  uploadStaged(): void {
+    if (this.stageUsed > 0) this.driver.htod(this.stageDev!.ptr, this.stageHost!.subarray(0, this.stageUsed), this.stream);
+  }
+
+  private stage(key: string, a: Int32Array | Float64Array): bigint {
+    const off = this.stageUsed;
+    const end = off + Math.ceil(a.byteLength / 16) * 16;
+    if (end > STAGE_BYTES) throw new StagingMiss(`step arguments exceed the ${STAGE_BYTES}-byte arena`);
+    this.stageHost!.set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), off);
+    this.stageUsed = end;
+    this.stageLayout.push(`${key}:${a.byteLength}`);
+    return this.stageDev!.ptr + BigInt(off);
   }
 
   /**
@@ -139,11 +198,13 @@ export class CudaContext {
     const key = `${abDtype}:${T}:${N}:${K}:${align.join(',')}`;
     let plan = this.plans.get(key);
     if (plan === undefined) {
+      if (this.mode !== 'eager') throw new StagingMiss(`no cuBLASLt plan yet for ${key}`);
       plan = this.driver.ltPlan(this.lt, abDtype === 'bf16' ? CUDA_R_16BF : CUDA_R_32F, CUDA_R_32F, N, T, K, align, LT_WORKSPACE);
       this.plans.set(key, plan);
     }
     if (plan === null) return false;
     const ws = this.scratch('lt-workspace', LT_WORKSPACE);
+    if (this.mode === 'fill') return true;
     this.timed(`cublasLt_${abDtype}`, () => this.driver.ltMatmul(this.lt, plan, A, B, D, beta, ws, LT_WORKSPACE, this.stream));
     return true;
   }

@@ -11,8 +11,9 @@
 import { Tensor, dtypeBytes, fromF64, hostArrayFor, type Dtype } from '../../tensor/tensor.js';
 import { assert } from '../../util/assert.js';
 import { bf16ToF32, f16ToF32 } from '../../util/numeric.js';
-import type { Backend, Ops, WeightSource, WeightUse } from '../backend.js';
+import type { Backend, Ops, StepShape, WeightSource, WeightUse } from '../backend.js';
 import { CudaContext } from './context.js';
+import { CudaStepGraphs } from './step-graph.js';
 import { CudaDriver, type DeviceInfo } from './driver.js';
 import { cudaAllGatherCols, cudaAllReduceSum, type CudaTp } from './ops-collective.js';
 import {
@@ -56,6 +57,8 @@ export interface CudaBackendOptions {
    * initTp() once the context exists (NCCL binds to the current CUDA context).
    */
   tp?: (c: CudaContext) => CudaTp;
+  /** Replay pure decode steps as CUDA graphs (default true; BAILING_CUDA_GRAPHS=0 turns it off). */
+  graphs?: boolean;
 }
 
 /** Why CUDA cannot be used here, or null when a device is present (tests skip on a reason). */
@@ -77,6 +80,8 @@ export class CudaBackend implements Backend {
   /** Tensor-parallel communicator (null: one GPU). */
   readonly tp: CudaTp | null;
   private dummyCount = 0;
+  /** Decode-step graphs (null: every step runs eagerly). */
+  readonly graphs: CudaStepGraphs | null;
 
   constructor(opts: CudaBackendOptions = {}) {
     const driver = CudaDriver.open();
@@ -109,6 +114,13 @@ export class CudaBackend implements Backend {
       allGatherCols: (out, x) => cudaAllGatherCols(c, this.tp, out, x),
     };
     this.tp = opts.tp ? opts.tp(c) : null;
+    this.graphs = (opts.graphs ?? process.env.BAILING_CUDA_GRAPHS !== '0') ? new CudaStepGraphs(c) : null;
+  }
+
+  runStep(batch: StepShape, forward: () => Tensor, scope: readonly object[]): Tensor {
+    // Collectives and per-launch profiling stay eager (NCCL in graphs is not wired; events need launches).
+    if (!this.graphs || this.tp || this.c.profile || !CudaStepGraphs.eligible(batch)) return forward();
+    return this.graphs.run(batch, forward, scope);
   }
 
   get device(): DeviceInfo {
@@ -202,6 +214,7 @@ export class CudaBackend implements Backend {
   }
 
   dispose(): void {
+    this.graphs?.dispose();
     if (this.tp) this.tp.nccl.destroy(this.tp.comm);
     this.c.dispose();
   }

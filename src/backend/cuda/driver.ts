@@ -121,6 +121,13 @@ export class CudaDriver {
       'int cuModuleUnload(void *m)',
       'int cuFuncSetAttribute(void *f, int attr, int value)',
       'int cuLaunchKernel(void *f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by, unsigned int bz, unsigned int smem, void *s, void *params, void *extra)',
+      // CUDA graphs (decode steps captured once per batch shape, replayed with one launch)
+      'int cuStreamBeginCapture_v2(void *s, int mode)',
+      'int cuStreamEndCapture(void *s, _Out_ void **g)',
+      'int cuGraphInstantiateWithFlags(_Out_ void **e, void *g, unsigned long long flags)',
+      'int cuGraphLaunch(void *e, void *s)',
+      'int cuGraphExecDestroy(void *e)',
+      'int cuGraphDestroy(void *g)',
     ]);
     // CUDA 12.8 added the _v2 elapsed-time entry point; older drivers only have the first.
     try {
@@ -353,6 +360,31 @@ export class CudaDriver {
     }
     for (const g of grid) if (!(g >= 1 && g < 2 ** 31)) throw new CudaError(`launch ${name}`, -1, `grid [${grid.join(', ')}] out of range`);
     this.check(`cuLaunchKernel(${name})`, this.cu.cuLaunchKernel(f, grid[0], grid[1], grid[2], block[0], block[1], block[2], smem, s, this.argMem, null));
+  }
+
+  // ---- CUDA graphs -------------------------------------------------------------------------
+
+  /**
+   * Record what is enqueued on `s` into a graph instead of running it. Thread-local mode: other
+   * threads' CUDA calls are unaffected, and an unsafe call on this thread (a synchronous copy, a
+   * stream sync) fails the capture instead of silently running.
+   */
+  beginCapture(s: Handle): void {
+    this.check('cuStreamBeginCapture_v2', this.cu.cuStreamBeginCapture_v2(s, 1));
+  }
+  /** End the capture on `s`; the recorded graph (throws if the capture was invalidated). */
+  endCapture(s: Handle): Handle {
+    return this.outHandle('cuStreamEndCapture', (o) => this.cu.cuStreamEndCapture(s, o));
+  }
+  graphInstantiate(g: Handle): Handle {
+    return this.outHandle('cuGraphInstantiateWithFlags', (o) => this.cu.cuGraphInstantiateWithFlags(o, g, 0));
+  }
+  graphLaunch(exec: Handle, s: Handle): void {
+    this.check('cuGraphLaunch', this.cu.cuGraphLaunch(exec, s));
+  }
+  graphDestroy(g: Handle, exec: Handle | null): void {
+    if (exec !== null) this.check('cuGraphExecDestroy', this.cu.cuGraphExecDestroy(exec));
+    this.check('cuGraphDestroy', this.cu.cuGraphDestroy(g));
   }
 
   // ---- NVRTC -------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ export interface DeviceBuffer {
 
 export class DeviceAllocator {
   private readonly live = new Map<bigint, DeviceBuffer>();
+  /** cuMemAlloc calls so far (tests assert the steady-state step loop makes none). */
+  allocations = 0;
 
   constructor(private readonly driver: CudaDriver) {}
 
@@ -22,6 +24,7 @@ export class DeviceAllocator {
     assert(Number.isSafeInteger(bytes) && bytes >= 0, () => `device alloc of ${bytes} bytes for ${owner}`);
     const size = Math.max(256, Math.ceil(bytes / 256) * 256);
     const buf: DeviceBuffer = { ptr: this.driver.memAlloc(size), bytes: size, owner };
+    this.allocations++;
     this.live.set(buf.ptr, buf);
     return buf;
   }

@@ -21,6 +21,9 @@ const F = {
   moe: 'src/ops/moe/moe.cu',
 } as const;
 
+/** Context splits of an MLA decode (fixed, so a captured decode step fits every context length). */
+const MLA_DECODE_SPLITS = 32;
+
 function checkHeadDim(D: number, what: string): void {
   // One thread per value column.
   assert(D >= 1 && D <= 1024, () => `${what}: head dim ${D} outside [1, 1024]`);
@@ -102,17 +105,29 @@ export function cudaMlaAttention(c: CudaContext, out: Tensor, q: Tensor, cache: 
   for (const t of [out, q, cache, kvB]) f32Act(t, 'mla attention');
   assert(L <= 1024, () => `mla: kv_lora_rank ${L} over 1024 (the kernel's per-thread accumulators)`);
   if (n === 0) return;
-  const rows = cacheRows(seq, p.blockSize, 0, seq.ctxStart + n, cache.shape[0], mlaCacheRow);
   const ctx = seq.ctxStart + n;
-  // Split the context over more blocks when (query, head) pairs alone cannot fill the GPU (decode).
-  const S = n * H >= 2 * c.info.sms ? 1 : Math.min(32, Math.max(1, Math.ceil(ctx / 64)));
-  const splitLen = Math.ceil(ctx / S);
+  // Decode (n = 1): a fixed split count and the block table padded to a power of two (≥ 64
+  // blocks), so the arguments keep their shape as the context grows and a captured graph replays.
+  const decode = n === 1 && H < 2 * c.info.sms;
+  // Split the context over more blocks when (query, head) pairs alone cannot fill the GPU.
+  const S = decode ? MLA_DECODE_SPLITS : n * H >= 2 * c.info.sms ? 1 : Math.min(32, Math.max(1, Math.ceil(ctx / 64)));
   const qlat = c.scratch('mla-qlat', n * H * L * 4);
   const olat = c.scratch('mla-olat', n * H * L * 4);
   const part = c.scratch('mla-part', n * H * S * (L + 2) * 4);
   c.launch(c.kernel(F.mla, 'mla_absorbq_f32', 'pppiiiii'), [H, n, 1], 128, 0, [qlat, c.ptr(q), c.ptr(kvB), H, Dn, Dr, Dv, L]);
-  const attend = c.kernel(F.mla, 'mla_attend_f32', 'pppppiiiiifi');
-  c.launch(attend, [H, n, S], 128, 4 * (L + Dr), [part, qlat, c.ptr(q), c.ptr(cache), c.hostArg('mla-rows', rows), seq.ctxStart, H, Dn, Dr, L, scale, splitLen]);
+  if (decode) {
+    const used = Math.ceil(ctx / p.blockSize);
+    assert(used <= seq.blockTable.length, () => `MLA position ${ctx - 1} beyond block table of ${seq.blockTable.length} blocks of ${p.blockSize}`);
+    const meta = new Int32Array(1 + Math.max(64, 2 ** Math.ceil(Math.log2(used))));
+    meta[0] = seq.ctxStart;
+    meta.set(seq.blockTable.subarray(0, used), 1);
+    const paged = c.kernel(F.mla, 'mla_attend_paged_f32', 'pppppiiiifi');
+    c.launch(paged, [H, n, S], 128, 4 * (L + Dr), [part, qlat, c.ptr(q), c.ptr(cache), c.hostArg('mla-meta', meta), H, Dn, Dr, L, scale, p.blockSize]);
+  } else {
+    const rows = cacheRows(seq, p.blockSize, 0, ctx, cache.shape[0], mlaCacheRow);
+    const attend = c.kernel(F.mla, 'mla_attend_f32', 'pppppiiiiifi');
+    c.launch(attend, [H, n, S], 128, 4 * (L + Dr), [part, qlat, c.ptr(q), c.ptr(cache), c.hostArg('mla-rows', rows), seq.ctxStart, H, Dn, Dr, L, scale, Math.ceil(ctx / S)]);
+  }
   c.launch(c.kernel(F.mla, 'mla_combine_f32', 'ppiii'), [H, n, 1], 128, 0, [olat, part, H, L, S]);
   const outs = n * H * Dv;
   c.launch(c.kernel(F.mla, 'mla_outproj_f32', 'pppiiiii'), [Math.ceil(outs / 8), 1, 1], 256, 0, [c.ptr(out), olat, c.ptr(kvB), n, H, Dn, Dv, L]);

@@ -2,8 +2,8 @@
  * Routed-expert paths of the CUDA backend, by step size (bf16 expert weights with K % 8 == 0 and
  * 16-byte aligned rows; anything else keeps the v1 gathered kernels in ops-attention.ts):
  * - T ≤ 8 (decode): gathered GEMVs, gate and up rows streamed together, no host round trip;
- * - 8 < T < LT_MIN_T (batched decode): ids come back to the host, pairs are sorted by expert and
- *   cut into segments of ≤ 8 pairs, so each expert's rows are read once per segment, not per pair;
+ * - 8 < T < LT_MIN_T (batched decode): pairs are sorted by expert on the device and cut into
+ *   segments of ≤ 8 pairs, so each expert's rows are read once per segment, not per pair;
  * - T ≥ LT_MIN_T (prefill): tokens permuted by expert, one cuBLASLt GEMM per expert (up, then
  *   down) on contiguous rows, f32-faithful hi/lo split when c.gemmSplit, then a weighted combine.
  * Every output row is a fixed-order function of its own pair, so results do not depend on the path's
@@ -73,15 +73,15 @@ export function moeExpertsFast(c: CudaContext, out: Tensor, x: Tensor, ids: Tens
 }
 
 function segmented(c: CudaContext, out: Tensor, x: Tensor, ids: Tensor, weights: Tensor, w13: Tensor, w2: Tensor, E: number, K: number, C: number, Fw: number): void {
-  const T = x.shape[0];
-  const s = sortByExpert(readIds(c, ids, T * K), E);
-  const segs: number[] = [];
-  for (let e = 0; e < E; e++) for (let i = s.start[e]; i < s.start[e + 1]; i += SEG_MAX) segs.push(e, i, Math.min(SEG_MAX, s.start[e + 1] - i));
-  const nSeg = segs.length / 3;
-  const pairs = c.hostArg('moe-pairs', s.pairs), segp = c.hostArg('moe-segs', Int32Array.from(segs));
-  const h = c.scratch('moe-h', T * K * Fw * 4), y = c.scratch('moe-y', T * K * C * 4);
-  c.launch(c.kernel(MOE, 'moe_up_seg_bf16', 'pppppiii'), [Math.ceil(Fw / 8), nSeg, 1], 256, 0, [h, c.ptr(x), pairs, segp, c.ptr(w13), K, C, Fw]);
-  c.launch(c.kernel(MOE, 'moe_down_seg_bf16', 'pppppii'), [Math.ceil(C / 8), nSeg, 1], 256, 0, [y, h, pairs, segp, c.ptr(w2), C, Fw]);
+  const T = x.shape[0], n = T * K;
+  // Sorted on the device (no host round trip, graph-capturable); at most n/8 full segments plus
+  // one partial segment per expert hit.
+  const maxSeg = Math.floor(n / SEG_MAX) + Math.min(E, n);
+  const pairs = c.scratch('moe-pairs', n * 4), segp = c.scratch('moe-segs', (1 + 3 * maxSeg) * 4);
+  c.launch(c.kernel(MOE, 'moe_sort_seg_i32', 'pppii'), [1, 1, 1], 1024, 4 * (n + 2 * (E + 1)), [pairs, segp, c.ptr(ids), n, E]);
+  const h = c.scratch('moe-h', n * Fw * 4), y = c.scratch('moe-y', n * C * 4);
+  c.launch(c.kernel(MOE, 'moe_up_seg_bf16', 'pppppiii'), [Math.ceil(Fw / 8), maxSeg, 1], 256, 0, [h, c.ptr(x), pairs, segp, c.ptr(w13), K, C, Fw]);
+  c.launch(c.kernel(MOE, 'moe_down_seg_bf16', 'pppppii'), [Math.ceil(C / 8), maxSeg, 1], 256, 0, [y, h, pairs, segp, c.ptr(w2), C, Fw]);
   c.launch(c.kernel(MOE, 'moe_combine_f32', 'ppplii'), strideGrid(T * C), 256, 0, [c.ptr(out), y, c.ptr(weights), T, K, C]);
 }
 

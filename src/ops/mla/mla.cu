@@ -26,11 +26,24 @@ extern "C" __global__ void mla_absorbq_f32(float* qlat, const float* q, const fl
   }
 }
 
+// Cache row of context position s: from an explicit list, or from a block table (paged; the
+// decode graph's form, whose arguments do not grow with the context).
+struct RowList {
+  const int* rows;
+  __device__ long long operator()(int s) const { return rows[s]; }
+};
+struct RowPaged {
+  const int* bt;
+  int bs;
+  __device__ long long operator()(int s) const { return (long long)bt[s / bs] * bs + s % bs; }
+};
+
 // Split-context attention (flash-decoding): grid (H, n, S); split z covers tokens
 // [z·splitLen, (z+1)·splitLen) ∩ [0, ctxStart+i]. Each writes its unnormalised partial
 // part[((i·H + h)·S + z)·(L+2)] = [acc (L) | max | sum]; mla_combine_f32 merges the splits.
 // scores = scale·(qlat·ckv_s + q_pe·kpe_s); MLA_THREADS threads; online softmax over tiles.
-extern "C" __global__ void mla_attend_f32(float* part, const float* qlat, const float* q, const float* cache, const int* rows, int ctxStart, int H, int Dn, int Dr, int L, float scale, int splitLen) {
+template <typename Row>
+__device__ void attend(float* part, const float* qlat, const float* q, const float* cache, Row row, int ctxStart, int H, int Dn, int Dr, int L, float scale, int splitLen) {
   __shared__ float sc[MLA_TILE];
   extern __shared__ float qsh[];  // L + Dr floats: the query in latent space and its rope part
   const int h = blockIdx.x, i = blockIdx.y, z = blockIdx.z, S = gridDim.z;
@@ -50,7 +63,7 @@ extern "C" __global__ void mla_attend_f32(float* part, const float* qlat, const 
       const int s = s0 + ts;
       float d = 0.f;
       if (s <= last) {
-        const float* cr = cache + (long long)rows[s] * Wc;
+        const float* cr = cache + row(s) * Wc;
         for (int c = lane; c < Wc; c += 32) d += qsh[c] * cr[c];
         d = warp_sum(d);
       }
@@ -66,7 +79,7 @@ extern "C" __global__ void mla_attend_f32(float* part, const float* qlat, const 
     for (int ts = 0; ts < MLA_TILE && s0 + ts <= last; ts++) {
       const float p = expf(sc[ts] - mt);
       sum += p;
-      const float* cr = cache + (long long)rows[s0 + ts] * Wc;
+      const float* cr = cache + row(s0 + ts) * Wc;
 #pragma unroll
       for (int r = 0; r < MLA_MAX_L_PER_THREAD; r++) {
         const int l = threadIdx.x + r * blockDim.x;
@@ -88,8 +101,21 @@ extern "C" __global__ void mla_attend_f32(float* part, const float* qlat, const 
   }
 }
 
+extern "C" __global__ void mla_attend_f32(float* part, const float* qlat, const float* q, const float* cache, const int* rows, int ctxStart, int H, int Dn, int Dr, int L, float scale, int splitLen) {
+  attend(part, qlat, q, cache, RowList{rows}, ctxStart, H, Dn, Dr, L, scale, splitLen);
+}
+
+// Paged form: meta = [ctxStart, block table...]; the split length follows the context read from
+// device memory, so one captured launch (fixed S = gridDim.z) serves every context length.
+extern "C" __global__ void mla_attend_paged_f32(float* part, const float* qlat, const float* q, const float* cache, const int* meta, int H, int Dn, int Dr, int L, float scale, int bs) {
+  const int ctxStart = meta[0];
+  const int per = (ctxStart + (int)gridDim.y + (int)gridDim.z - 1) / (int)gridDim.z;
+  const int splitLen = (per + MLA_TILE - 1) / MLA_TILE * MLA_TILE;  // whole tiles; trailing splits may be empty
+  attend(part, qlat, q, cache, RowPaged{meta + 1, bs}, ctxStart, H, Dn, Dr, L, scale, splitLen);
+}
+
 // olat [n, H, L] = Σ_z e^(m_z − M)·acc_z / Σ_z e^(m_z − M)·sum_z; grid (H, n). Split 0 is never
-// empty, so M is finite.
+// empty (splitLen ≥ 1 and position 0 is always visible), so M is finite.
 extern "C" __global__ void mla_combine_f32(float* olat, const float* part, int H, int L, int S) {
   const int h = blockIdx.x, i = blockIdx.y;
   const float* p = part + ((long long)i * H + h) * S * (L + 2);

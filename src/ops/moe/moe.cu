@@ -203,16 +203,54 @@ extern "C" __global__ void __launch_bounds__(256) moe_down2_bf16(float* __restri
   if (lane == 0) y[p * C + c0] = acc;
 }
 
-// Segmented, 8 < T (batched decode): pairs sorted by expert on the host and cut into segments of
-// ≤ 8 pairs of one expert (seg = {expert, first, count} into `pairs`), so each weight row is read
-// once per segment rather than once per pair. Outputs stay indexed by pair: order-independent.
+// Segmented, 8 < T (batched decode): pairs sorted by expert and cut into segments of ≤ 8 pairs of
+// one expert (segs = [count, {expert, first, n}...] into `pairs`), so each weight row is read once
+// per segment rather than once per pair. Outputs stay indexed by pair: order-independent.
 #define SEG_MAX 8
+
+// One block: pairs grouped by expert (stable, pair order within an expert) and the segment list,
+// on the device so a batched decode step needs no host round trip (and can be a CUDA graph).
+// The segment kernels run over an upper bound of segments; blocks past segs[0] exit at once.
+// smem: n + 2·(E + 1) ints.
+extern "C" __global__ void moe_sort_seg_i32(int* pairs, int* segs, const int* ids, int n, int E) {
+  extern __shared__ int ssm[];
+  int* sid = ssm;  // ids [n]
+  int* start = ssm + n;  // [E + 1] first pair of each expert
+  int* sstart = start + E + 1;  // [E + 1] first segment of each expert
+  for (int p = threadIdx.x; p < n; p += blockDim.x) sid[p] = ids[p];
+  for (int e = threadIdx.x; e <= E; e += blockDim.x) start[e] = 0;
+  __syncthreads();
+  for (int p = threadIdx.x; p < n; p += blockDim.x) atomicAdd(&start[sid[p] + 1], 1);
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    sstart[0] = 0;
+    for (int e = 0; e < E; e++) {
+      sstart[e + 1] = sstart[e] + (start[e + 1] + SEG_MAX - 1) / SEG_MAX;
+      start[e + 1] += start[e];
+    }
+    segs[0] = sstart[E];
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < E; e += blockDim.x) {
+    int at = start[e];
+    for (int p = 0; p < n; p++)
+      if (sid[p] == e) pairs[at++] = p;
+    for (int j = 0, i = start[e]; i < start[e + 1]; j++, i += SEG_MAX) {
+      int* sg = segs + 1 + 3 * (sstart[e] + j);
+      sg[0] = e;
+      sg[1] = i;
+      sg[2] = min(SEG_MAX, start[e + 1] - i);
+    }
+  }
+}
 extern "C" __global__ void __launch_bounds__(256) moe_up_seg_bf16(float* __restrict__ h, const float* __restrict__ x, const int* __restrict__ pairs, const int* __restrict__ segs, const unsigned short* __restrict__ w13, int K, int C, int F) {
   const int lane = threadIdx.x & 31;
   const int f = blockIdx.x * 8 + (threadIdx.x >> 5);
   if (f >= F) return;
-  const long long e = segs[3 * blockIdx.y];
-  const int first = segs[3 * blockIdx.y + 1], cnt = segs[3 * blockIdx.y + 2];
+  if ((int)blockIdx.y >= segs[0]) return;
+  const int* sg = segs + 1 + 3 * blockIdx.y;
+  const long long e = sg[0];
+  const int first = sg[1], cnt = sg[2];
   const uint4* g4 = (const uint4*)(w13 + (e * 2 * F + f) * C);
   const uint4* u4 = (const uint4*)(w13 + (e * 2 * F + F + f) * C);
   const float4* xs[SEG_MAX];
@@ -243,8 +281,10 @@ extern "C" __global__ void __launch_bounds__(256) moe_down_seg_bf16(float* __res
   const int lane = threadIdx.x & 31;
   const int c0 = blockIdx.x * 8 + (threadIdx.x >> 5);
   if (c0 >= C) return;
-  const long long e = segs[3 * blockIdx.y];
-  const int first = segs[3 * blockIdx.y + 1], cnt = segs[3 * blockIdx.y + 2];
+  if ((int)blockIdx.y >= segs[0]) return;
+  const int* sg = segs + 1 + 3 * blockIdx.y;
+  const long long e = sg[0];
+  const int first = sg[1], cnt = sg[2];
   const uint4* w4 = (const uint4*)(w2 + (e * C + c0) * F);
   const float4* hs[SEG_MAX];
 #pragma unroll

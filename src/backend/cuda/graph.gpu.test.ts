@@ -1,0 +1,116 @@
+/**
+ * Decode steps replayed as CUDA graphs equal the same steps launched eagerly: two caches filled by
+ * the same prompts, then batches of B sequences at different contexts decode greedily side by side
+ * (eager forward vs be.runStep); tokens identical, logits NMSE ≤ 1e-6 (the kernels are the same,
+ * so in practice 0). Also: the replayed steps allocate no device memory and, with
+ * BAILING_NO_COMPILE=1, compile nothing. Skips without a CUDA device.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { HybridCache, type CacheSeq } from '../../cache/hybrid-cache.js';
+import { cacheGeometry } from '../../model/cache-spec.js';
+import { Model } from '../../model/forward.js';
+import { loadModelDir } from '../../model/load.js';
+import type { StepBatch } from '../../model/step.js';
+import { tinyConfig, writeTinyModel } from '../../model/tiny-checkpoint.js';
+import { compare } from '../../util/compare.js';
+import { Prng } from '../../util/prng.js';
+import { CudaBackend, cudaUnavailableReason } from './cuda-backend.js';
+
+const reason = cudaUnavailableReason();
+const skip = reason === null ? false : `no CUDA device: ${reason}`;
+const NMSE_MAX = 1e-6;
+
+function argmax(v: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < v.length; i++) if (v[i] > v[best]) best = i;
+  return best;
+}
+
+describe('cuda decode graphs vs eager', { skip }, () => {
+  let be: CudaBackend;
+  let grow = 1 << 20;
+  const root = mkdtempSync(join(tmpdir(), 'bailing-gpu-graph-'));
+  before(() => {
+    process.env.BAILING_NO_COMPILE = '1'; // read by the graph runner at construction
+    be = new CudaBackend();
+  });
+  after(() => {
+    be?.dispose();
+    delete process.env.BAILING_NO_COMPILE;
+    rmSync(root, { recursive: true, force: true });
+  });
+
+  // f32 weights (gathered v1 MoE kernels) and bf16 weights (GEMV / device-sorted segmented MoE).
+  const models = [
+    { name: 'f32', config: tinyConfig(), opts: { seed: 1 } },
+    { name: 'bf16', config: tinyConfig({ num_experts: 16, n_group: 4, topk_group: 2, num_experts_per_tok: 4 }), opts: { seed: 7, dtype: 'BF16' as const } },
+  ];
+  for (const m of models)
+    for (const B of [1, 3, 8, 12])
+      test(`${m.name}: batch ${B}, contexts 5..${5 + 37 * (B - 1)}: graph replay = eager (tokens, logits NMSE ≤ ${NMSE_MAX})`, (t) => {
+        const dir = join(root, m.name);
+        writeTinyModel(dir, m.config, m.opts);
+        const { spec, weights } = loadModelDir(dir, be);
+        const blockSize = 16;
+        const model = new Model(be, spec, weights, 512, 16, blockSize);
+        const caches = [0, 1].map(() => new HybridCache(be, cacheGeometry(spec), { maxSeqs: 16, numBlocks: 16 * 32, blockSize }));
+        const V = spec.config.vocab_size;
+        const rng = new Prng(B * 31 + 5);
+        const lens = Array.from({ length: B }, (_, b) => 5 + 37 * b); // several contexts, crossing blocks
+        const seqs: CacheSeq[][] = caches.map(() => []);
+        const last: number[][] = [[], []];
+        for (let b = 0; b < B; b++) {
+          const ids = Array.from({ length: lens[b] }, () => rng.int(V));
+          caches.forEach((cache, k) => {
+            const s = cache.allocSeq()!;
+            assert.ok(cache.reserve(s, lens[b] + 40));
+            seqs[k].push(s);
+            const batch: StepBatch = { ids: Int32Array.from(ids), positions: Int32Array.from(ids, (_, j) => j), seqs: [{ seq: s, start: 0, len: ids.length, ctxStart: 0 }], sampleRows: Int32Array.of(ids.length - 1) };
+            last[k].push(argmax(be.download(model.forward(batch, cache))));
+          });
+        }
+        assert.deepEqual(last[1], last[0]);
+        const st0 = { ...be.graphs!.stats };
+        let allocs = -1, compiled = -1, worst = 0;
+        const steps = 24;
+        for (let step = 0; step < steps; step++) {
+          const out: Float32Array[] = [];
+          for (let k = 0; k < 2; k++) {
+            const batch: StepBatch = {
+              ids: Int32Array.from(last[k]), positions: Int32Array.from(seqs[k], (s) => s.length),
+              seqs: seqs[k].map((s, b) => ({ seq: s, start: b, len: 1, ctxStart: s.length })), sampleRows: Int32Array.from({ length: B }, (_, b) => b),
+            };
+            const fwd = () => model.forward(batch, caches[k]);
+            out.push(be.download(k === 0 ? fwd() : be.runStep(batch, fwd, [model, caches[k]])));
+          }
+          for (let b = 0; b < B; b++) {
+            const row = (k: number): Float32Array => out[k].subarray(b * V, (b + 1) * V);
+            worst = Math.max(worst, compare(row(1), row(0)).nmse);
+            last[0][b] = argmax(row(0));
+            last[1][b] = argmax(row(1));
+          }
+          assert.deepEqual(last[1], last[0], `step ${step}: greedy tokens differ`);
+          // From the first replay on, the step loop allocates and compiles nothing.
+          if (be.graphs!.stats.replays > st0.replays && allocs < 0) {
+            allocs = be.c.mem.allocations;
+            compiled = be.c.kernels.stats.compiled;
+          }
+          if (step === 16) {
+            assert.equal(be.c.mem.allocations, allocs, 'device allocations in replayed steps');
+            assert.equal(be.c.kernels.stats.compiled, compiled, 'kernel compiles in replayed steps');
+            // What a larger eager step (a prefill) does between decodes: scratch the graphs point into moves.
+            grow += 1 << 20; // larger than any earlier test's request, so the buffers really move
+            for (const key of ['mla-part', 'moe-h', 'moe-y', 'mla-qlat']) be.c.scratch(key, grow);
+          }
+        }
+        const st = be.graphs!.stats;
+        t.diagnostic(`worst NMSE ${worst.toExponential(2)}; eager ${st.eager - st0.eager}, captures ${st.captures - st0.captures}, replays ${st.replays - st0.replays}, misses ${st.misses - st0.misses}, invalidations ${st.invalidations - st0.invalidations}`);
+        assert.ok(worst <= NMSE_MAX, `NMSE ${worst}`);
+        assert.ok(st.replays - st0.replays >= steps - 6, `only ${st.replays - st0.replays} of ${steps} steps replayed`);
+        assert.ok(st.invalidations > st0.invalidations, 'moved scratch did not drop the graphs');
+      });
+});
