@@ -55,6 +55,11 @@ export interface LoadModelOptions {
   readonly cacheTokens?: number;
   /** Seeds requests that give no seed. */
   readonly seed?: number;
+  /**
+   * 'dummy': random weights of the config's shapes made on the GPU (benchmarks; needs device cuda,
+   * the directory needs only config.json; without a tokenizer the shipped tiny-random's is used).
+   */
+  readonly loadFormat?: 'auto' | 'dummy';
   readonly onProgress?: (p: LoadProgress) => void;
 }
 
@@ -327,13 +332,14 @@ function common(r: GenerateResult): { tokenIds: readonly number[]; stoppedBy: st
 /** Load a model and start its engine. The returned model owns its memory: call dispose() (or `await using`). */
 export async function loadModel(options: LoadModelOptions = {}): Promise<BailingModel> {
   const dir = options.model === undefined ? embeddedModelDir() : resolve(options.model);
+  if (options.loadFormat !== undefined && options.loadFormat !== 'auto' && options.loadFormat !== 'dummy') throw new InvalidRequestError(`load format "${String(options.loadFormat)}" (expected auto or dummy)`, 'load_format');
   if (!existsSync(join(dir, 'config.json'))) throw new InvalidRequestError(`model ${dir}: no config.json (expected a Hugging Face model directory)`, 'model');
   const tp = options.tp ?? 1;
   if (!Number.isInteger(tp) || tp < 1) throw new InvalidRequestError(`tp must be a positive integer, got ${tp}`, 'tp');
   if (tp > 1 && options.device !== 'cuda') throw new InvalidRequestError(`tp ${tp}: tensor parallelism needs --device cuda (one process per GPU over NCCL)`, 'tp');
   // tp > 1: this process is rank 0 on GPU 0; tp.ts forks the other ranks (issue 6).
   const group = tp > 1 ? await TpGroup.start(tp, { dir }, { compat: options.compat, maxModelLen: options.maxModelLen, maxSeqs: options.maxNumSeqs, maxBatchTokens: options.maxBatchTokens, cacheTokens: options.cacheTokens }) : null;
-  const be = group ? group.backend() : selectBackend(options.device ?? 'auto', { threads: options.threads });
+  const be = group ? group.backend() : selectBackend(options.device ?? 'auto', { threads: options.threads, dummySeed: options.loadFormat === 'dummy' ? (options.seed ?? 0) : undefined });
   try {
     options.onProgress?.({ phase: 'tokenizer', done: 0, total: 1 });
     const opened = await openModel(dir, be, {
@@ -344,6 +350,8 @@ export async function loadModel(options: LoadModelOptions = {}): Promise<Bailing
       maxSeqs: options.maxNumSeqs,
       maxBatchTokens: options.maxBatchTokens,
       cacheTokens: options.cacheTokens,
+      loadFormat: options.loadFormat,
+      tokenizerDir: join(dirname(embeddedModelDir()), 'tiny-random'),
       seed: options.seed ?? Date.now() >>> 0,
       onProgress: options.onProgress ? (done, total) => options.onProgress!({ phase: 'weights', done, total }) : undefined,
     });

@@ -8,13 +8,17 @@ export type DeviceName = 'cpu' | 'cuda' | 'auto';
 
 export interface SelectOptions {
   readonly threads?: number;
+  /** `--load-format dummy`: the CUDA backend makes the weights (seeded); other devices refuse. */
+  readonly dummySeed?: number;
 }
 
 export function selectBackend(device: DeviceName, opts: SelectOptions = {}): Backend {
   switch (device) {
     case 'cpu':
+      if (opts.dummySeed !== undefined) throw new InvalidRequestError('--load-format dummy needs --device cuda (the weights are made on the GPU)', 'load_format');
       return new CpuBackend({ threads: opts.threads });
     case 'auto':
+      if (opts.dummySeed !== undefined) return selectBackend('cuda', opts);
       // A usable GPU when there is one, else the CPU; 'cuda' (below) never falls back.
       try {
         return new CudaBackend();
@@ -23,7 +27,7 @@ export function selectBackend(device: DeviceName, opts: SelectOptions = {}): Bac
       }
     case 'cuda':
       try {
-        return new CudaBackend();
+        return new CudaBackend({ dummyWeights: opts.dummySeed !== undefined ? { seed: opts.dummySeed } : undefined });
       } catch (e) {
         // Fail at start, naming what is missing (library, device), never fall back silently.
         throw new InvalidRequestError(`--device cuda: no usable CUDA GPU: ${(e as Error).message}`, 'device');

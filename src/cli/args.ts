@@ -16,6 +16,7 @@ export const commonOptions = {
   'max-model-len': { type: 'string' },
   'max-batch-tokens': { type: 'string' },
   tp: { type: 'string' },
+  'load-format': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -93,6 +94,7 @@ export function loadOptions(v: Values, extra: Partial<LoadModelOptions> = {}): L
     maxModelLen: num(v, 'max-model-len'),
     maxBatchTokens: num(v, 'max-batch-tokens'),
     tp: num(v, 'tp'),
+    loadFormat: v['load-format'] as LoadModelOptions['loadFormat'],
     ...extra,
   };
 }

@@ -33,6 +33,8 @@ model and runtime:
   --max-model-len N        context length (default min(max_position_embeddings, 4096))
   --max-batch-tokens N     tokens per forward step (default 256)
   --tp N                   tensor parallel over N GPUs (with --device cuda; one process per GPU)
+  --load-format dummy      random weights of the config's shapes made on the GPU (benchmarks;
+                           --device cuda; the model dir needs only config.json)
 
 sampling (generate, chat):
   --max-tokens N --temperature T --top-k K --top-p P --min-p P --seed S

@@ -1,5 +1,5 @@
 /** Build a ready engine from a model directory: weights, tokenizer, cache sized to the budget. */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Backend } from '../backend/backend.js';
 import { HybridCache } from '../cache/hybrid-cache.js';
@@ -9,6 +9,7 @@ import type { StepPeers } from '../model/step.js';
 import { cacheGeometry } from '../model/cache-spec.js';
 import { Model } from '../model/forward.js';
 import { loadModelDir, type LoadedModel } from '../model/load.js';
+import { foldedTokenizer, loadDummyDir, type LoadFormat } from './open-dummy.js';
 import { loadTokenizer, type Tokenizer } from '../tokenizer/tokenizer.js';
 import { ModelLoadError } from '../util/errors.js';
 import { Engine } from './engine.js';
@@ -25,6 +26,10 @@ export interface OpenOptions {
   readonly cacheTokens?: number;
   readonly blockSize?: number;
   readonly seed?: number;
+  /** 'dummy': random weights of the config's shapes (the backend must make them; open-dummy.ts). */
+  readonly loadFormat?: LoadFormat;
+  /** Tokenizer used by 'dummy' when the directory has none. */
+  readonly tokenizerDir?: string;
   /** Weight-loading progress: tensors read so far of the checkpoint's total. */
   readonly onProgress?: (done: number, total: number) => void;
   /** Tensor parallel: this process's rank (default: the only one) and, on rank 0, its peers. */
@@ -81,8 +86,10 @@ export function generationEosIds(dir: string): number[] {
 }
 
 export async function openModel(dir: string, be: Backend, opts: OpenOptions = {}): Promise<OpenedModel> {
-  const tokenizer = await loadTokenizer(dir);
-  const loaded = loadModelDir(dir, be, opts.compat ?? 'default', opts.onProgress, opts.shard);
+  const dummy = opts.loadFormat === 'dummy';
+  const tokDir = dummy && opts.tokenizerDir !== undefined && !existsSync(join(dir, 'tokenizer.json')) ? opts.tokenizerDir : dir;
+  const tokenizer = tokDir === dir ? await loadTokenizer(dir) : foldedTokenizer(await loadTokenizer(tokDir));
+  const loaded = (dummy ? loadDummyDir : loadModelDir)(dir, be, opts.compat ?? 'default', opts.onProgress, opts.shard);
   const c = loaded.spec.config;
   const { maxModelLen, maxSeqs, blockSize, maxBatchTokens, maxSampleRows, numBlocks } = engineSizes(c, opts);
   const model = new Model(be, loaded.spec, loaded.weights, maxBatchTokens, maxSampleRows, blockSize, opts.peers ?? null);
