@@ -58,8 +58,8 @@ async function open(values: Record<string, string | boolean | string[] | undefin
 type Streamed = { readonly text?: string; readonly content?: string; readonly tokenIds: readonly number[] };
 type Finished = { readonly promptTokens: number; readonly completionTokens: number; readonly finishReason: string };
 
-async function streamOut<C extends Streamed, R extends Finished>(stream: ChunkStream<C, R>): Promise<void> {
-  const t0 = performance.now();
+/** t0: when the request was made (time to first token counts from there). */
+async function streamOut<C extends Streamed, R extends Finished>(t0: number, stream: ChunkStream<C, R>): Promise<void> {
   let first = 0;
   for await (const c of stream) {
     if (!first && c.tokenIds.length > 0) first = performance.now();
@@ -89,7 +89,7 @@ async function generateCommand(argv: string[]): Promise<void> {
   const m = await open(values);
   try {
     process.stdout.write(prompt);
-    await streamOut(m.generate(prompt, options));
+    await streamOut(performance.now(), m.generate(prompt, options));
   } finally {
     await m.dispose();
   }
@@ -121,6 +121,7 @@ async function chatCommand(argv: string[]): Promise<void> {
       }
       history.push({ role: 'user', content: text });
       let stream;
+      const t0 = performance.now();
       try {
         stream = m.chat(history, options);
       } catch (e) {
@@ -131,7 +132,7 @@ async function chatCommand(argv: string[]): Promise<void> {
         prompt();
         continue;
       }
-      await streamOut(stream);
+      await streamOut(t0, stream);
       const r = await stream.result;
       history.push({ role: 'assistant', content: r.content });
       prompt();

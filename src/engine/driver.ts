@@ -77,6 +77,9 @@ export class EngineDriver {
   }
 
   private async run(): Promise<void> {
+    // Start on a later turn of the event loop: submit() returns at once instead of running a
+    // whole step (a long prefill) inside the caller.
+    await tick();
     while (!this.stopped) {
       if (this.engine.pending === 0) {
         if (!this.accepting) break;
