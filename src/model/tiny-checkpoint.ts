@@ -7,6 +7,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { encodeTensor, writeSafetensors, writeShardedCheckpoint, type TensorToWrite, type WritableDtype } from '../loader/writer.js';
 import { Prng } from '../util/prng.js';
+import { checkpointLayout, type TensorInit } from './checkpoint-layout.js';
 import { buildSpec, parseConfig, type ModelSpec } from './config.js';
 
 /** A small but complete config; override any field. */
@@ -80,90 +81,21 @@ export interface TinyOptions {
 
 /** The tensors of a random checkpoint for `spec` (official names unless portNames). */
 export function tinyTensors(spec: ModelSpec, opts: TinyOptions = {}): TensorToWrite[] {
-  const c = spec.config;
   const rng = new Prng(opts.seed ?? 1234);
   const dtype = opts.dtype ?? 'F32';
-  const port = opts.portNames ?? false;
-  const out: TensorToWrite[] = [];
-  const put = (name: string, shape: number[], gen: (i: number) => number): void => {
+  const gen: Record<TensorInit, (lastDim: number) => number> = {
+    normal: () => rng.normal(),
+    mat: (last) => rng.normal() / Math.sqrt(last),
+    norm: () => 1 + 0.1 * rng.normal(),
+    bias: () => 0.05 * rng.normal(),
+    expertBias: () => 0.1 * rng.normal(),
+  };
+  const out = checkpointLayout(spec, { portNames: opts.portNames }).map(({ name, shape, init }) => {
     const n = shape.reduce((a, b) => a * b, 1);
     const v = new Float64Array(n);
-    for (let i = 0; i < n; i++) v[i] = gen(i);
-    out.push({ name, dtype, shape, data: encodeTensor(dtype, v) });
-  };
-  const mat = (name: string, rows: number, cols: number): void => put(name, [rows, cols], () => rng.normal() / Math.sqrt(cols));
-  const norm = (name: string, n: number): void => put(name, [n], () => 1 + 0.1 * rng.normal());
-  const bias = (name: string, n: number): void => put(name, [n], () => 0.05 * rng.normal());
-  const C = c.hidden_size, H = c.num_attention_heads, D = c.head_dim, HD = H * D;
-  const E = c.num_experts, F = c.moe_intermediate_size;
-  const mlp = (p: string, width: number, withBias: boolean): void => {
-    mat(p + 'gate_proj.weight', width, C);
-    mat(p + 'up_proj.weight', width, C);
-    mat(p + 'down_proj.weight', C, width);
-    if (withBias) {
-      bias(p + 'gate_proj.bias', width);
-      bias(p + 'up_proj.bias', width);
-      bias(p + 'down_proj.bias', C);
-    }
-  };
-
-  put(port ? 'model.embed_tokens.weight' : 'model.word_embeddings.weight', [c.vocab_size, C], () => rng.normal());
-  for (const l of spec.layers) {
-    const p = `model.layers.${l.index}.`;
-    norm(p + 'input_layernorm.weight', C);
-    norm(p + 'post_attention_layernorm.weight', C);
-    if (l.mixer === 'gqa') {
-      const a = p + 'attention.';
-      const qkv = (H + 2 * c.num_key_value_heads) * D;
-      mat(a + 'query_key_value.weight', qkv, C);
-      if (c.use_qkv_bias || c.use_bias) bias(a + 'query_key_value.bias', qkv);
-      if (c.use_qk_norm) {
-        norm(a + 'query_layernorm.weight', D);
-        norm(a + 'key_layernorm.weight', D);
-      }
-      mat(a + 'dense.weight', C, HD);
-      if (c.use_bias) bias(a + 'dense.bias', C);
-    } else if (l.mixer === 'lightning') {
-      const a = p + (port ? 'linear_attn.' : 'attention.');
-      mat(a + 'query_key_value.weight', 3 * HD, C);
-      if (c.use_qkv_bias || c.use_bias) bias(a + 'query_key_value.bias', 3 * HD);
-      if (c.use_qk_norm) {
-        norm(a + 'query_layernorm.weight', D);
-        norm(a + 'key_layernorm.weight', D);
-      }
-      mat(a + 'g_proj.weight', HD, C);
-      norm(a + 'g_norm.weight', HD);
-      mat(a + (port ? 'o_proj.weight' : 'dense.weight'), C, HD);
-      if (c.use_bias) bias(a + (port ? 'o_proj.bias' : 'dense.bias'), C);
-    } else {
-      const a = p + (port ? 'self_attn.' : 'attention.');
-      const qk = H * (c.qk_nope_head_dim + c.qk_rope_head_dim);
-      if (c.q_lora_rank) {
-        mat(a + 'q_a_proj.weight', c.q_lora_rank, C);
-        if (c.use_qkv_bias) bias(a + 'q_a_proj.bias', c.q_lora_rank);
-        norm(a + 'q_a_layernorm.weight', c.q_lora_rank);
-        mat(a + 'q_b_proj.weight', qk, c.q_lora_rank);
-      } else mat(a + 'q_proj.weight', qk, C);
-      mat(a + 'kv_a_proj_with_mqa.weight', c.kv_lora_rank + c.qk_rope_head_dim, C);
-      if (c.use_qkv_bias) bias(a + 'kv_a_proj_with_mqa.bias', c.kv_lora_rank + c.qk_rope_head_dim);
-      norm(a + 'kv_a_layernorm.weight', c.kv_lora_rank);
-      mat(a + 'kv_b_proj.weight', H * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank);
-      mat(a + (port ? 'o_proj.weight' : 'dense.weight'), C, H * c.v_head_dim);
-      if (c.use_qkv_bias) bias(a + (port ? 'o_proj.bias' : 'dense.bias'), C);
-    }
-    if (l.ffn === 'dense') mlp(p + 'mlp.', c.intermediate_size ?? 0, c.use_bias);
-    else {
-      mat(p + 'mlp.gate.weight', E, C);
-      if (c.moe_router_enable_expert_bias) put(p + (port ? 'mlp.gate.e_score_correction_bias' : 'mlp.gate.expert_bias'), [E], () => 0.1 * rng.normal());
-      if (port) {
-        put(p + 'mlp.experts.gate_up_proj', [E, 2 * F, C], () => rng.normal() / Math.sqrt(C));
-        put(p + 'mlp.experts.down_proj', [E, C, F], () => rng.normal() / Math.sqrt(F));
-      } else for (let e = 0; e < E; e++) mlp(`${p}mlp.experts.${e}.`, F, false);
-      if (c.num_shared_experts > 0) mlp(p + 'mlp.shared_experts.', spec.sharedFfn, false);
-    }
-  }
-  norm('model.norm.weight', C);
-  if (!c.tie_word_embeddings) mat('lm_head.weight', c.vocab_size, C);
+    for (let i = 0; i < n; i++) v[i] = gen[init](shape[shape.length - 1]);
+    return { name, dtype, shape: [...shape], data: encodeTensor(dtype, v) };
+  });
   return [...out, ...(opts.extra ?? [])];
 }
 
