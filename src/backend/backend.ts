@@ -187,11 +187,23 @@ export interface HostComm {
   allGather(out: Float32Array, x: Float32Array): void;
 }
 
-/** What a backend may look at of a model step (model/step.ts StepBatch has this shape). */
+/** A sequence's cache state as a step sees it (cache/hybrid-cache.ts CacheSeq has this shape). */
+export interface StepSeqState {
+  /** Tokens whose cache entries exist; a step advances it to ctxStart + len. */
+  length: number;
+  readonly slot: number;
+  readonly blockTable: Int32Array;
+}
+
+/**
+ * What a backend may look at of a model step (model/step.ts StepBatch has this shape): enough to
+ * replay a captured step without running the model's host code (cuda/step-args.ts).
+ */
 export interface StepShape {
   readonly ids: Int32Array;
+  readonly positions: Int32Array;
   readonly sampleRows: Int32Array;
-  readonly seqs: readonly { readonly start: number; readonly len: number }[];
+  readonly seqs: readonly { readonly start: number; readonly len: number; readonly ctxStart: number; readonly seq: StepSeqState }[];
 }
 
 export interface Backend {

@@ -8,6 +8,7 @@ import { assert } from '../../util/assert.js';
 import { KernelCache, type Kernel } from './compile.js';
 import { CUDA_R_16BF, CUDA_R_32F, alignmentOf, type CudaDriver, type DeviceInfo, type Handle, type LtPlan } from './driver.js';
 import { DeviceAllocator, type DeviceBuffer } from './memory.js';
+import type { ArgHint, StagedArg } from './step-args.js';
 
 const LT_WORKSPACE = 32 << 20;
 /** Step-argument arena (graph staging): every host argument of one decode step, 16-byte aligned. */
@@ -59,6 +60,8 @@ export class CudaContext {
   private stageUsed = 0;
   /** (key, bytes) of each staged argument in order: a graph is only valid for the same layout. */
   private stageLayout: string[] = [];
+  /** Where each argument of the current staging pass sits and how it follows from the step. */
+  private stagedArgs: StagedArg[] = [];
 
   constructor(
     readonly driver: CudaDriver,
@@ -148,9 +151,13 @@ export class CudaContext {
     return buf.ptr;
   }
 
-  /** Upload a small host array (ids, positions, block rows, decay rates) to a scratch buffer; stream-ordered. */
-  hostArg(key: string, a: Int32Array | Float64Array): bigint {
-    if (this.mode !== 'eager') return this.stage(key, a);
+  /**
+   * Upload a small host array (ids, positions, block rows, decay rates) to a scratch buffer;
+   * stream-ordered. `hint` says how the value follows from the step, so a captured graph can be
+   * replayed by writing it directly (step-args.ts); null: only through the staging pass.
+   */
+  hostArg(key: string, a: Int32Array | Float64Array, hint: ArgHint = null): bigint {
+    if (this.mode !== 'eager') return this.stage(key, a, hint);
     const p = this.scratch(key, a.byteLength);
     this.driver.htod(p, a, this.stream);
     return p;
@@ -166,6 +173,22 @@ export class CudaContext {
     this.mode = mode;
     this.stageUsed = 0;
     this.stageLayout = [];
+    this.stagedArgs = [];
+  }
+
+  /** The arguments of the last staging pass, in order. */
+  staged(): readonly StagedArg[] {
+    return this.stagedArgs;
+  }
+
+  /** A copy of the arena bytes the last staging pass wrote. */
+  stagedImage(): Uint8Array {
+    return this.stageHost!.slice(0, this.stageUsed);
+  }
+
+  /** One HtoD copy of a graph's own argument image into the arena (direct replay). */
+  uploadImage(img: Uint8Array): void {
+    if (img.byteLength > 0) this.driver.htod(this.stageDev!.ptr, img, this.stream);
   }
 
   /** Back to eager launches; the staged layout's signature. */
@@ -179,13 +202,14 @@ export class CudaContext {
     if (this.stageUsed > 0) this.driver.htod(this.stageDev!.ptr, this.stageHost!.subarray(0, this.stageUsed), this.stream);
   }
 
-  private stage(key: string, a: Int32Array | Float64Array): bigint {
+  private stage(key: string, a: Int32Array | Float64Array, hint: ArgHint): bigint {
     const off = this.stageUsed;
     const end = off + Math.ceil(a.byteLength / 16) * 16;
     if (end > STAGE_BYTES) throw new StagingMiss(`step arguments exceed the ${STAGE_BYTES}-byte arena`);
     this.stageHost!.set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), off);
     this.stageUsed = end;
     this.stageLayout.push(`${key}:${a.byteLength}`);
+    this.stagedArgs.push({ key, off, bytes: a.byteLength, hint });
     return this.stageDev!.ptr + BigInt(off);
   }
 

@@ -47,12 +47,12 @@ export function cudaLightningPrefill(c: CudaContext, o: Tensor, q: Tensor, k: Te
   const disjoint = [q, k, v].every((t) => !overlaps(c, o, t));
   if (D === 128 && !quirk && disjoint) {
     const fast = c.kernel(F.lightning, 'lightning_prefill_d128_f32', 'ppppppfiii');
-    c.launch(fast, [H, D / 32, 1], 32, 0, [c.ptr(o), c.ptr(q), c.ptr(k), c.ptr(v), c.ptr(state), c.hostArg('lightning-decay', p.decay), p.scale, n, H, p.stateBf16 ? 1 : 0]);
+    c.launch(fast, [H, D / 32, 1], 32, 0, [c.ptr(o), c.ptr(q), c.ptr(k), c.ptr(v), c.ptr(state), c.hostArg('lightning-decay', p.decay, 'const'), p.scale, n, H, p.stateBf16 ? 1 : 0]);
     return;
   }
   const smem = 4 * (2 * D + D * D * (quirk ? 2 : 1));
   const kern = c.kernel(F.lightning, 'lightning_prefill_f32', 'ppppppfiiiii');
-  const args = [c.ptr(o), c.ptr(q), c.ptr(k), c.ptr(v), c.ptr(state), c.hostArg('lightning-decay', p.decay), p.scale, n, H, D, quirk, p.stateBf16 ? 1 : 0];
+  const args = [c.ptr(o), c.ptr(q), c.ptr(k), c.ptr(v), c.ptr(state), c.hostArg('lightning-decay', p.decay, 'const'), p.scale, n, H, D, quirk, p.stateBf16 ? 1 : 0];
   c.launch(kern, [H, 1, 1], D, smem, args);
 }
 
@@ -68,7 +68,7 @@ export function cudaLightningDecode(c: CudaContext, o: Tensor, q: Tensor, k: Ten
   // R row groups per block so each head's state is read by up to 1024 threads (latency-bound otherwise).
   const R = Math.max(1, Math.min(8, Math.floor(1024 / D)));
   const kern = c.kernel(F.lightning, 'lightning_decode_f32', 'pppppppfiiii');
-  const args = [c.ptr(o), c.ptr(q), c.ptr(k), c.ptr(v), c.ptr(states), c.hostArg('lightning-slots', slots), c.hostArg('lightning-decay', p.decay), p.scale, H, D, R, p.stateBf16 ? 1 : 0];
+  const args = [c.ptr(o), c.ptr(q), c.ptr(k), c.ptr(v), c.ptr(states), c.hostArg('lightning-slots', slots, 'slots'), c.hostArg('lightning-decay', p.decay, 'const'), p.scale, H, D, R, p.stateBf16 ? 1 : 0];
   c.launch(kern, [H, B, 1], D * R, 4 * (2 * D + R * D), args);
 }
 
@@ -92,7 +92,7 @@ export function cudaMlaCacheWrite(c: CudaContext, cache: Tensor, ckv: Tensor, kp
   if (n === 0) return;
   const rows = cacheRows(seq, p.blockSize, seq.ctxStart, seq.ctxStart + n, cache.shape[0], mlaCacheRow);
   const kern = c.kernel(F.mla, 'mla_cachewrite_f32', 'ppppii');
-  c.launch(kern, [n, 1, 1], rowThreads(L + Dr), 0, [c.ptr(cache), c.ptr(ckv), c.ptr(kpe), c.hostArg('mla-write-rows', rows), L, Dr]);
+  c.launch(kern, [n, 1, 1], rowThreads(L + Dr), 0, [c.ptr(cache), c.ptr(ckv), c.ptr(kpe), c.hostArg('mla-write-rows', rows, { kind: 'cacheRows', table: seq.blockTable, blockSize: p.blockSize, from: seq.ctxStart }), L, Dr]);
 }
 
 /**
@@ -122,7 +122,7 @@ export function cudaMlaAttention(c: CudaContext, out: Tensor, q: Tensor, cache: 
     meta[0] = seq.ctxStart;
     meta.set(seq.blockTable.subarray(0, used), 1);
     const paged = c.kernel(F.mla, 'mla_attend_paged_f32', 'pppppiiiifi');
-    c.launch(paged, [H, n, S], 128, 4 * (L + Dr), [part, qlat, c.ptr(q), c.ptr(cache), c.hostArg('mla-meta', meta), H, Dn, Dr, L, scale, p.blockSize]);
+    c.launch(paged, [H, n, S], 128, 4 * (L + Dr), [part, qlat, c.ptr(q), c.ptr(cache), c.hostArg('mla-meta', meta, { kind: 'mlaMeta', table: seq.blockTable, blockSize: p.blockSize }), H, Dn, Dr, L, scale, p.blockSize]);
   } else {
     const rows = cacheRows(seq, p.blockSize, 0, ctx, cache.shape[0], mlaCacheRow);
     const attend = c.kernel(F.mla, 'mla_attend_f32', 'pppppiiiiifi');

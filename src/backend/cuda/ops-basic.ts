@@ -88,7 +88,7 @@ export function cudaEmbedding(c: CudaContext, out: Tensor, table: Tensor, ids: I
   if (ids.length === 0) return;
   assert(table.dtype === 'bf16' || table.dtype === 'f32', () => `embedding: table dtype ${table.dtype}`);
   const k = c.kernel(F.embedding, `embedding_gather_${table.dtype}`, 'pppi');
-  c.launch(k, [ids.length, 1, 1], rowThreads(C), 0, [c.ptr(out), c.ptr(table), c.hostArg('embedding-ids', ids), C]);
+  c.launch(k, [ids.length, 1, 1], rowThreads(C), 0, [c.ptr(out), c.ptr(table), c.hostArg('embedding-ids', ids, 'ids'), C]);
 }
 
 /** Float4 row kernels apply: width % 4 == 0 and every row base 16-byte aligned. */
@@ -150,7 +150,7 @@ export function cudaRope(c: CudaContext, x: Tensor, positions: Int32Array, s: Ro
   const T = positions.length;
   if (T === 0 || s.rotaryDim === 0) return;
   const k = c.kernel(F.rope, 'rope_rotate_f32', 'pppiiiiii');
-  const args = [c.ptr(x), c.hostArg('rope-positions', positions), c.hostArg('rope-invfreq', s.invFreq), x.shape[1], s.nHeads, s.headStride, s.offset, s.rotaryDim, s.style === 'gptj' ? 1 : 0];
+  const args = [c.ptr(x), c.hostArg('rope-positions', positions, 'positions'), c.hostArg('rope-invfreq', s.invFreq, 'const'), x.shape[1], s.nHeads, s.headStride, s.offset, s.rotaryDim, s.style === 'gptj' ? 1 : 0];
   c.launch(k, [T, 1, 1], rowThreads((s.nHeads * s.rotaryDim) / 2), 0, args);
 }
 
@@ -183,7 +183,7 @@ export function cudaGatherRows(c: CudaContext, out: Tensor, x: Tensor, idx: Int3
   const W = x.rowSize;
   if (idx.length * W === 0) return;
   const k = c.kernel(F.elementwise, 'elementwise_gather_b32', 'pppll');
-  c.launch(k, strideGrid(idx.length * W), 256, 0, [c.ptr(out), c.ptr(x), c.hostArg('gather-idx', idx), idx.length, W]);
+  c.launch(k, strideGrid(idx.length * W), 256, 0, [c.ptr(out), c.ptr(x), c.hostArg('gather-idx', idx, 'sampleRows'), idx.length, W]);
 }
 
 export function cudaRoundBf16(c: CudaContext, x: Tensor): void {

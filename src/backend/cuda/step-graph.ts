@@ -12,6 +12,12 @@
  * values (MLA split count, MoE segment count) take them from device memory (ops-attention.ts,
  * ops-moe.ts).
  *
+ * Direct replay (step-args.ts): at capture, each staged argument's hint becomes a writer over the
+ * graph's own copy of the arena; later steps with the same (scope, rows, sample rows) run only
+ * the writers (ids, positions, slots, cache rows, block tables, sample rows: O(batch) host work),
+ * one HtoD copy and the graph launch — the model's host code does not run at all. A step the
+ * writers reject (a block table crossing a power of two) takes the staging pass below.
+ *
  * A graph is keyed by (scope: model and cache, rows, sample rows, staged layout): the layout lists each argument's name
  * and size in order, so any change in the host control flow (batch size, a block table crossing
  * a power of two) selects another graph. The first step of a new key runs eagerly (compiling
@@ -24,6 +30,7 @@ import type { CudaContext } from './context.js';
 import { StagingMiss } from './context.js';
 import type { Handle } from './driver.js';
 import { InternalError } from '../../util/errors.js';
+import { ReplayPlan } from './step-args.js';
 
 /** Largest decode batch captured (larger steps run eagerly; they are GPU-bound anyway). */
 export const GRAPH_MAX_ROWS = 256;
@@ -31,6 +38,13 @@ export const GRAPH_MAX_ROWS = 256;
 interface Captured {
   readonly graph: Handle;
   readonly exec: Handle;
+  readonly layout: string;
+  /** The step's output (a view into preallocated activations: the same for every replay). */
+  readonly out: Tensor;
+  /** This graph's own copy of the argument arena and its writers (null plan: staging pass only). */
+  readonly image: Uint8Array;
+  readonly words: Int32Array;
+  readonly plan: ReplayPlan | null;
 }
 
 export interface GraphStats {
@@ -43,18 +57,31 @@ export interface GraphStats {
   invalidations: number;
   /** Host milliseconds spent in the staging passes of replayed steps. */
   fillMs: number;
+  /** Replays that wrote the step's arguments directly (no model host code). */
+  direct: number;
+  /** Host milliseconds of direct replays (writers + copy + launch). */
+  directMs: number;
 }
 
 export class CudaStepGraphs {
   private readonly graphs = new Map<string, Captured>();
+  /** (scope, rows, sample rows) → graphs with a replay plan, most recently captured first. */
+  private readonly direct = new Map<string, Captured[]>();
   private readonly warmed = new Set<string>();
   /** Model and cache objects → small ids for graph keys (weak: a dropped model's entry goes too). */
   private readonly scopes = new WeakMap<object, number>();
   private nextScope = 0;
   private generation: number;
-  readonly stats: GraphStats = { eager: 0, captures: 0, replays: 0, misses: 0, invalidations: 0, fillMs: 0 };
+  readonly stats: GraphStats = { eager: 0, captures: 0, replays: 0, misses: 0, invalidations: 0, fillMs: 0, direct: 0, directMs: 0 };
   /** BAILING_NO_COMPILE=1: a kernel compile during a replayed step is an error. */
   private readonly noCompile = process.env.BAILING_NO_COMPILE === '1';
+  /** Direct replays off (BAILING_GRAPH_DIRECT=0): every replay takes the staging pass. */
+  directReplay = process.env.BAILING_GRAPH_DIRECT !== '0';
+  /**
+   * Tests: each direct replay also runs the staging pass and checks that it would have staged the
+   * same layout and bytes (BAILING_GRAPH_VERIFY=1).
+   */
+  verify = process.env.BAILING_GRAPH_VERIFY === '1';
 
   constructor(
     private readonly c: CudaContext,
@@ -77,6 +104,20 @@ export class CudaStepGraphs {
     // An eager step (a larger prefill) replaced a scratch buffer that captured launches point into.
     if (c.scratchGeneration !== this.generation) this.dropAll();
     const t0 = performance.now();
+    const scopeKey = `${scope.map((o) => this.scopeId(o)).join(',')}/${batch.ids.length}/${batch.sampleRows.length}`;
+    if (this.directReplay)
+      for (const g of this.direct.get(scopeKey) ?? []) {
+        if (!g.plan!.write(batch, g.words)) continue;
+        // What the model's host code would have done besides staging: advance the sequences.
+        for (const s of batch.seqs) s.seq.length = s.ctxStart + s.len;
+        if (this.verify) this.check(g, forward);
+        c.uploadImage(g.image);
+        c.driver.graphLaunch(g.exec, c.stream);
+        this.stats.replays++;
+        this.stats.direct++;
+        this.stats.directMs += performance.now() - t0;
+        return g.out;
+      }
     let out: Tensor;
     let layout: string;
     const compiled = c.kernels.stats.compiled;
@@ -90,7 +131,7 @@ export class CudaStepGraphs {
       this.stats.misses++;
       return this.eager(forward);
     }
-    const key = `${scope.map((o) => this.scopeId(o)).join(',')}/${batch.ids.length}/${batch.sampleRows.length}|${layout}`;
+    const key = `${scopeKey}|${layout}`;
     const hit = this.graphs.get(key);
     if (hit) {
       // Keep recently used graphs at the end of the eviction order.
@@ -111,7 +152,22 @@ export class CudaStepGraphs {
       this.warmed.add(key);
       return this.eager(forward);
     }
-    return this.capture(key, forward);
+    return this.capture(key, scopeKey, layout, batch, forward);
+  }
+
+  /** Verification: the staging pass must stage exactly what the writers wrote. */
+  private check(g: Captured, forward: () => Tensor): void {
+    const c = this.c;
+    try {
+      c.beginStaging('fill');
+      forward();
+    } finally {
+      c.endStaging();
+    }
+    const layout = c.staged().map((a) => `${a.key}:${a.bytes}`).join(';');
+    const img = c.stagedImage();
+    if (layout !== g.layout || img.length !== g.image.length || img.some((v, i) => v !== g.image[i]))
+      throw new InternalError(`direct graph replay staged other arguments than the model's host code (layout ${layout === g.layout ? 'same' : 'differs'})`);
   }
 
   private scopeId(o: object): number {
@@ -125,7 +181,7 @@ export class CudaStepGraphs {
     return forward();
   }
 
-  private capture(key: string, forward: () => Tensor): Tensor {
+  private capture(key: string, scopeKey: string, layout: string, batch: StepShape, forward: () => Tensor): Tensor {
     const c = this.c, d = c.driver;
     d.beginCapture(c.stream);
     let out: Tensor;
@@ -146,9 +202,13 @@ export class CudaStepGraphs {
     if (graph === null) throw new StagingMiss('graph capture was invalidated');
     const exec = d.graphInstantiate(graph);
     if (this.graphs.size >= this.maxGraphs) this.evictOldest();
-    this.graphs.set(key, { graph, exec });
+    const image = c.stagedImage();
+    const plan = ReplayPlan.build(c.staged(), image, batch);
+    const g: Captured = { graph, exec, layout, out, image, words: new Int32Array(image.buffer, 0, image.byteLength >> 2), plan };
+    this.graphs.set(key, g);
+    if (plan) this.direct.set(scopeKey, [g, ...(this.direct.get(scopeKey) ?? [])]);
     this.stats.captures++;
-    c.uploadStaged();
+    c.uploadImage(image);
     d.graphLaunch(exec, c.stream);
     return out;
   }
@@ -157,6 +217,7 @@ export class CudaStepGraphs {
     this.c.sync();
     for (const g of this.graphs.values()) this.c.driver.graphDestroy(g.graph, g.exec);
     this.graphs.clear();
+    this.direct.clear();
     this.warmed.clear();
     this.generation = this.c.scratchGeneration;
     this.stats.invalidations++;
@@ -167,11 +228,17 @@ export class CudaStepGraphs {
     this.c.sync(); // it may still be running
     this.c.driver.graphDestroy(g.graph, g.exec);
     this.graphs.delete(k);
+    for (const [dk, list] of this.direct) {
+      const rest = list.filter((x) => x !== g);
+      if (rest.length) this.direct.set(dk, rest);
+      else this.direct.delete(dk);
+    }
   }
 
   dispose(): void {
     this.c.sync();
     for (const g of this.graphs.values()) this.c.driver.graphDestroy(g.graph, g.exec);
     this.graphs.clear();
+    this.direct.clear();
   }
 }
