@@ -1,5 +1,6 @@
 /**
- * Whole-model parity of the CUDA backend with the CPU backend on every tiny config variant and
+ * Whole-model parity of the CUDA backend with the CPU backend on every tiny config variant (v2.5
+ * and the Ring-linear GQA variants) and
  * on the embedded model: logits NMSE ≤ 1e-4 at every prompt position, greedy tokens identical for
  * 32 steps; on the GPU alone, chunked prefill equals one prefill. Skips without a CUDA device.
  */
@@ -14,7 +15,7 @@ import { CpuBackend } from '../cpu/cpu-backend.js';
 import type { CacheSeq } from '../../cache/hybrid-cache.js';
 import { harness, type Harness } from '../../model/test-harness.js';
 import { writeTinyModel } from '../../model/tiny-checkpoint.js';
-import { tinyVariants } from '../../model/tiny-configs.js';
+import { ringLinearVariants, tinyVariants } from '../../model/tiny-configs.js';
 import { compare, fmtStats } from '../../util/compare.js';
 import { Prng } from '../../util/prng.js';
 import { CudaBackend, cudaUnavailableReason } from './cuda-backend.js';
@@ -87,7 +88,7 @@ describe('cuda model parity vs cpu', { skip }, () => {
     rmSync(root, { recursive: true, force: true });
   });
 
-  const models = [...tinyVariants.map((v) => ({ name: v.name, dir: join(root, v.name), write: () => writeTinyModel(join(root, v.name), v.config, v.opts), promptLen: v.name === 'base' ? 300 : 40 })), ...embeddedModels().map((m) => ({ name: `${m.name} (shipped)`, dir: m.dir, write: () => undefined, promptLen: 64 }))];
+  const models = [...[...tinyVariants, ...ringLinearVariants].map((v) => ({ name: v.name, dir: join(root, v.name), write: () => writeTinyModel(join(root, v.name), v.config, v.opts), promptLen: v.name === 'base' ? 300 : 40 })), ...embeddedModels().map((m) => ({ name: `${m.name} (shipped)`, dir: m.dir, write: () => undefined, promptLen: 64 }))];
 
   for (const m of models)
     test(`${m.name}: prompt logits NMSE ≤ ${NMSE_MAX}, ${GREEDY_STEPS} greedy tokens identical`, (t) => {
