@@ -7,7 +7,10 @@
  *   node dist/bench/cuda-bench.js --geometry flash|ring-mini [--decode 1,8,64,256] [--ctx 1024,32768]
  *        [--prefill 1024,8192,32768] [--chunk 4096] [--profile] [--graphs] [--split 0|1] [--out FILE]
  *
- * --graphs: each decode figure twice, eager launches and CUDA-graph replay (be.runStep).
+ * --graphs: each decode figure three times in one process: eager launches, CUDA-graph replay through
+ * the staging pass (the model's host code re-run with launches skipped), and direct replay (the
+ * step's arguments written from the batch; be.runStep's default); the direct one also with the
+ * [B, V] logits download.
  *
  * Decode contexts are synthetic: the sequences' positions and cache lengths are set to ctx without
  * running the prompt (the cache holds zeros); the kernels' work and bytes do not depend on the values.
@@ -142,20 +145,23 @@ function main(): void {
         const reps = Bn >= 64 ? 8 : steps;
         const bytes = decodeBytes(spec, Bn, ctx), floorMs = (bytes / (copyGBs * 1e9)) * 1e3;
         // Eager (one launch per kernel) and CUDA-graph replay of the same steps, same process.
-        for (const mode of values.graphs ? ['eager', 'graph'] : ['eager']) {
+        for (const mode of values.graphs ? ['eager', 'graph-staged', 'graph', 'graph+download'] : ['eager']) {
+          const graph = mode !== 'eager';
+          if (be.graphs) be.graphs.directReplay = mode !== 'graph-staged';
           const step = (): void => {
             const b = decodeBatch(Bn, ctx, i++ % 8);
-            if (mode === 'graph') be.runStep(b, () => model.forward(b, cache), [model, cache]);
-            else model.forward(b, cache);
+            const logits = graph ? be.runStep(b, () => model.forward(b, cache), [model, cache]) : model.forward(b, cache);
+            if (mode === 'graph+download') be.download(logits);
           };
           const before = { ...(be.graphs?.stats ?? {}) }, allocs0 = c.mem.allocations;
-          const ms = timeIt(step, reps, mode === 'graph' ? 3 : 2);
+          const ms = timeIt(step, reps, graph ? 3 : 2);
           const st = be.graphs?.stats;
-          const nRep = st ? st.replays - (before.replays ?? 0) : 0;
-          const fill = st && nRep > 0 ? (st.fillMs - (before.fillMs ?? 0)) / nRep : 0;
-          const note = mode === 'graph' && st ? ` [graph replays ${nRep}, captures ${st.captures - (before.captures ?? 0)}, host staging pass ${fill.toFixed(3)} ms/step, device allocations ${c.mem.allocations - allocs0}]` : '';
+          const nRep = st ? st.replays - (before.replays ?? 0) : 0, nDirect = st ? st.direct - (before.direct ?? 0) : 0;
+          const fill = st && nRep > nDirect ? (st.fillMs - (before.fillMs ?? 0)) / (nRep - nDirect) : 0;
+          const host = st && nDirect > 0 ? (st.directMs - (before.directMs ?? 0)) / nDirect : 0;
+          const note = graph && st ? ` [graph replays ${nRep} (direct ${nDirect}), captures ${st.captures - (before.captures ?? 0)}, host ${nDirect > 0 ? `direct replay ${host.toFixed(3)}` : `staging pass ${fill.toFixed(3)}`} ms/step, device allocations ${c.mem.allocations - allocs0}]` : '';
           log(`decode B=${Bn} ctx=${ctx} ${mode}: ${ms.toFixed(2)} ms/step, ${((Bn / ms) * 1e3).toFixed(0)} tok/s; byte floor ${(bytes / 1e9).toFixed(2)} GB → ${floorMs.toFixed(2)} ms (${((floorMs / ms) * 100).toFixed(1)}% of floor)${note}`);
-          results.push({ kind: 'decode', mode, batch: Bn, ctx, msPerStep: ms, tokPerS: (Bn / ms) * 1e3, floorBytes: bytes, floorMs, floorRatio: floorMs / ms });
+          results.push({ kind: 'decode', mode, batch: Bn, ctx, msPerStep: ms, tokPerS: (Bn / ms) * 1e3, floorBytes: bytes, floorMs, floorRatio: floorMs / ms, hostMs: nDirect > 0 ? host : fill });
         }
       } catch (e) {
         log(`decode B=${Bn} ctx=${ctx}: FAILED ${(e as Error).message}`);
