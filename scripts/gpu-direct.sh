@@ -17,7 +17,7 @@ for what in "$@"; do
       timeout 150 node --test --test-reporter=spec dist/src/backend/cuda/graph.gpu.test.js > "$OUT/test-graph.log" 2>&1; r=$?
       grep -E "^# (pass|fail)|✖|✔|worst NMSE|direct" "$OUT/test-graph.log" | head -30 | tee -a "$L"; echo "graph test exit $r" | tee -a "$L" ;;
     bench)
-      timeout 220 node dist/bench/cuda-bench.js --geometry flash --decode 1,8,64 --ctx ${CTXS:-1024,32768} --steps 30 --graphs --out "$OUT/flash-direct.json" 2>&1 | grep -v "^|" | tee -a "$L" ;;
+      timeout 220 node dist/bench/cuda-bench.js --geometry flash --decode 1,8,64 --ctx ${CTXS:-1024,32768} --steps 30 --graphs ${BENCH_ARGS:-} --out "$OUT/flash-direct.json" 2>&1 | grep -v "^|" | tee -a "$L" ;;
     torch)
       for ctx in 1024 32768; do PYTHONUNBUFFERED=1 timeout 90 python3 bench/torch_eager.py --ctx $ctx --prefill "" --out "$OUT/torch-$ctx.json" 2>&1 | tee -a "$L"; done ;;
     tests)
