@@ -28,6 +28,10 @@ class SlowResponse extends EventEmitter {
     this.writableEnded = true;
     this.emit('close');
   }
+  destroy(): void {
+    this.destroyed = true;
+    this.emit('close');
+  }
 }
 
 test('SSE writer: headers flushed at once; no write while the socket is full; queued events coalesce after drain', async () => {
@@ -47,6 +51,19 @@ test('SSE writer: headers flushed at once; no write while the socket is full; qu
   await sse.done;
   assert.deepEqual(res.written, ['data: {"a":1}\n\n', 'data: {"a":2}\n\ndata: {"a":3}\n\ndata: [DONE]\n\n']);
   assert.ok(res.writableEnded);
+});
+
+test('SSE writer: a client that stops reading is dropped once its pending events pass the bound', async () => {
+  const res = new SlowResponse();
+  const sse = new SseWriter(res as unknown as ServerResponse, 60_000, 1000);
+  let closed = false;
+  res.on('close', () => (closed = true));
+  sse.send({ first: true }); // written; the socket then reports full and never drains
+  await new Promise((r) => setImmediate(r));
+  for (let i = 0; i < 100 && !closed; i++) sse.send({ i, pad: 'x'.repeat(20) });
+  assert.ok(closed && res.destroyed, 'the stalled response is destroyed (its request is aborted)');
+  await sse.done;
+  assert.equal(res.written.length, 1);
 });
 
 test('SSE writer: keep-alive comments when nothing was written for the interval', async () => {

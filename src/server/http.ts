@@ -107,8 +107,16 @@ export class Router {
  * reader never makes `write` buffer without bound inside Node and the step loop never waits on
  * a socket. A comment is sent after `keepAliveMs` without output (long prefills, proxies).
  */
+/**
+ * Events waiting for a client that stopped reading are held up to this many bytes; past that the
+ * client counts as gone (the response is destroyed, which aborts its request and frees its cache)
+ * rather than letting one stalled reader grow the server's memory without bound.
+ */
+export const SSE_MAX_PENDING_BYTES = 8 * 1024 * 1024;
+
 export class SseWriter {
   private queue: string[] = [];
+  private pending = 0;
   private pumping = false;
   private ended = false;
   private lastWrite = Date.now();
@@ -120,6 +128,7 @@ export class SseWriter {
   constructor(
     private readonly res: ServerResponse,
     keepAliveMs: number,
+    private readonly maxPendingBytes = SSE_MAX_PENDING_BYTES,
   ) {
     this.done = new Promise((r) => (this.resolveDone = r));
     res.socket?.setNoDelay(true);
@@ -151,6 +160,12 @@ export class SseWriter {
   private push(s: string): void {
     if (this.ended || this.res.destroyed) return;
     this.queue.push(s);
+    this.pending += s.length;
+    if (this.pending > this.maxPendingBytes) {
+      this.queue = [];
+      this.res.destroy();
+      return;
+    }
     void this.pump();
   }
 
@@ -161,6 +176,7 @@ export class SseWriter {
       while (this.queue.length > 0 && !this.res.destroyed) {
         const chunk = this.queue.join('');
         this.queue = [];
+        this.pending = 0;
         this.lastWrite = Date.now();
         if (!this.res.write(chunk)) await new Promise<void>((r) => {
           const go = (): void => {
