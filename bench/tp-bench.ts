@@ -3,8 +3,9 @@
  * each GPU) cut to --layers, over --tp GPUs, one process per GPU. Measures the all-reduce of one
  * decode step's [B, C] f32 residual, decode tokens/s at batch 1/16/64 (context --ctx), prefill of
  * --prefill tokens, and each decode's ratio to its floor: bytes this rank reads per step over the
- * H100's 3.35 TB/s plus the measured all-reduce time of the step's 2·L + 1 all-reduces.
- *   node dist/bench/tp-bench.js --tp 2 --layers 16 [--out FILE]
+ * H100's 3.35 TB/s plus the measured all-reduce time of the step's 2·L + 1 all-reduces. Decode runs
+ * eagerly and as CUDA graphs with the collectives captured inside (Model.step, on every rank).
+ *   node dist/bench/tp-bench.js --tp 2 --layers 16 [--prefill N] [--out FILE]
  */
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -46,23 +47,26 @@ const C = config.hidden_size;
 const BW = /H200/.test(be.device.name) ? 4.8e12 : 3.35e12;
 log(`device ${be.device.name}`);
 
-function decode(B: number, steps: number, profile = false): { ms: number } {
+function decode(B: number, steps: number, profile = false, graphs = false): { ms: number } {
   const seqs = Array.from({ length: B }, () => cache.allocSeq()!);
+  const warm = 3; // graphs: eager warm-up, capture, first replay
   // Prefill every sequence to ctx in chunks that fit maxBatchTokens.
   for (const s of seqs) {
-    cache.reserve(s, ctx + steps + 1);
+    cache.reserve(s, ctx + steps + warm);
     for (let at = 0; at < ctx; at += maxBatchTokens) {
       const n = Math.min(maxBatchTokens, ctx - at);
       model.forward({ ids: new Int32Array(n).fill(7), positions: Int32Array.from({ length: n }, (_, j) => at + j), seqs: [{ seq: s, start: 0, len: n, ctxStart: at }], sampleRows: Int32Array.of(n - 1) }, cache);
     }
   }
   const step = (i: number): void => {
-    model.forward({ ids: new Int32Array(B).fill(11), positions: new Int32Array(B).fill(ctx + i), seqs: seqs.map((seq, b) => ({ seq, start: b, len: 1, ctxStart: ctx + i })), sampleRows: Int32Array.from({ length: B }, (_, b) => b) }, cache);
+    const batch = { ids: new Int32Array(B).fill(11), positions: new Int32Array(B).fill(ctx + i), seqs: seqs.map((seq, b) => ({ seq, start: b, len: 1, ctxStart: ctx + i })), sampleRows: Int32Array.from({ length: B }, (_, b) => b) };
+    if (graphs) model.step(batch, cache);
+    else model.forward(batch, cache);
   };
-  step(0);
+  for (let i = 0; i < warm; i++) step(i);
   if (profile) be.c.startProfile();
   const s = performance.now();
-  for (let i = 1; i <= steps; i++) step(i);
+  for (let i = warm; i < warm + steps; i++) step(i);
   const ms = (performance.now() - s) / steps;
   for (const q of seqs) cache.free(q);
   return { ms };
@@ -89,14 +93,19 @@ function profiled(B: number): Map<string, { ms: number; launches: number }> {
 }
 
 const results: Record<string, unknown>[] = [];
+const gs = be.graphs!.stats;
 for (const B of [1, 16, 64]) {
   const { ms } = decode(B, 20);
+  const r0 = gs.replays, d0 = gs.direct, dms0 = gs.directMs;
+  const { ms: gms } = decode(B, 20, false, true);
+  const replays = gs.replays - r0, direct = gs.direct - d0, hostMs = direct ? (gs.directMs - dms0) / direct : 0;
   const prof = profiled(B);
   const ar = prof.get('nccl_all_reduce');
-  const arMsPerStep = ar ? ar.ms / 5 : 0; // 5 profiled decode steps (events add a little per launch)
+  const arMsPerStep = ar ? ar.ms / 5 : 0; // 5 profiled eager decode steps (events add a little per launch)
   const floorMs = (floorBytes(B) / BW) * 1000 + arMsPerStep;
-  results.push({ batch: B, ms_per_step: ms, tokens_per_s: (B * 1000) / ms, floor_ms: floorMs, ratio_to_floor: floorMs / ms, all_reduce_ms_per_step: arMsPerStep, bytes_per_rank: floorBytes(B) });
-  log(`decode batch ${B}: ${ms.toFixed(2)} ms/step, ${((B * 1000) / ms).toFixed(1)} tok/s; floor ${floorMs.toFixed(2)} ms (bytes/${(BW / 1e12).toFixed(2)}TB/s + all-reduce ${arMsPerStep.toFixed(3)} ms) → ${((100 * floorMs) / ms).toFixed(0)}% of floor`);
+  results.push({ batch: B, ms_per_step: ms, tokens_per_s: (B * 1000) / ms, graph_ms_per_step: gms, graph_tokens_per_s: (B * 1000) / gms, graph_replays: replays, graph_direct: direct, graph_host_ms: hostMs, floor_ms: floorMs, ratio_to_floor: floorMs / ms, graph_ratio_to_floor: floorMs / gms, all_reduce_ms_per_step: arMsPerStep, bytes_per_rank: floorBytes(B) });
+  const pct = (t: number): string => `${((100 * floorMs) / t).toFixed(0)}%`;
+  log(`decode batch ${B}: eager ${ms.toFixed(2)} ms/step (${((B * 1000) / ms).toFixed(1)} tok/s, ${pct(ms)}), graph ${gms.toFixed(2)} ms/step (${((B * 1000) / gms).toFixed(1)} tok/s, ${pct(gms)}; ${replays} replays, ${direct} direct, host ${hostMs.toFixed(3)} ms); floor ${floorMs.toFixed(2)} ms (bytes/${(BW / 1e12).toFixed(2)}TB/s + all-reduce ${arMsPerStep.toFixed(3)} ms)`);
 }
 {
   const s0 = cache.allocSeq()!;

@@ -4,8 +4,11 @@
  * (tp-worker.ts) on GPUs 1..N-1 that load only their shards and run every forward rank 0 runs.
  * Step inputs go to them over a FIFO with blocking writes, so a step is fully handed over before
  * rank 0 waits on its GPU (an IPC message could still sit in Node's queue while rank 0 blocks).
+ * Each frame also says how rank 0 runs the step: pure decode steps are CUDA graphs with the NCCL
+ * calls captured inside, captured and replayed on every rank in lockstep (step-graph.ts).
  * Rank 0 never blocks inside a CUDA call while peers may be dead: it polls its stream and the
- * children's /proc state, and on a dead rank aborts the communicator and throws. A rank that dies
+ * children's /proc state, and on a dead rank throws (an NCCL error or a timeout also aborts the
+ * communicator). A rank that dies
  * at any time is reported and ends this process (SIGTERM to itself: the server drains and exits).
  */
 import { fork, execFileSync, type ChildProcess } from 'node:child_process';
@@ -15,7 +18,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CudaBackend } from '../backend/cuda/cuda-backend.js';
 import { Nccl } from '../backend/cuda/driver.js';
-import type { Backend } from '../backend/backend.js';
+import type { Backend, StepMode } from '../backend/backend.js';
 import type { OpenOptions } from '../engine/open.js';
 import { encodeStep } from '../engine/tp-step.js';
 import type { StepBatch, StepPeers } from '../model/step.js';
@@ -133,6 +136,7 @@ export class TpGroup implements StepPeers {
       upload: (t, s) => be.upload(t, s),
       download: (t) => be.download(t),
       sync: () => be.sync(),
+      runStep: (b, f, s, t) => be.runStep(b, f, s, t),
       dispose: () => void this.shutdown(),
     };
   }
@@ -146,9 +150,9 @@ export class TpGroup implements StepPeers {
     return this.children.length + 1;
   }
 
-  send(batch: StepBatch): void {
+  send(batch: StepBatch, mode: StepMode): void {
     if (this.failure) throw this.failure;
-    const frame = encodeStep(batch);
+    const frame = encodeStep(batch, mode);
     for (const [i, fd] of this.fds.entries()) {
       try {
         for (let at = 0; at < frame.length; ) at += writeSync(fd, frame, at);
@@ -167,7 +171,10 @@ export class TpGroup implements StepPeers {
       const late = Date.now() - t0 > STEP_TIMEOUT_MS;
       if (dead >= 0 || late || this.nccl.asyncError(tp.comm) !== 0) {
         this.failure ??= new TpRankError(dead >= 0 ? `tensor-parallel rank ${dead + 1} died during a step` : late ? `a tensor-parallel step took over ${STEP_TIMEOUT_MS} ms` : `NCCL error ${this.nccl.asyncError(tp.comm)}`);
-        this.nccl.abort(tp.comm);
+        // Not with a dead rank: ncclCommAbort then blocks (its teardown syncs with every rank, NVIDIA/nccl#863)
+        // while this rank's collective waits on the dead one. The group is over either way: the
+        // stream is never used again (shutdown skips dispose after a failure) and this process ends.
+        if (dead < 0) this.nccl.abort(tp.comm);
         throw this.failure;
       }
       Atomics.wait(nap, 0, 0, 0.05); // 50 µs between polls

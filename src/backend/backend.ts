@@ -101,9 +101,20 @@ export interface RouterParams {
   readonly routedScalingFactor: number;
 }
 
+/** This rank's piece of a vocab-parallel embedding table. */
+export interface VocabPiece {
+  readonly start: number;
+  readonly count: number;
+  /** Local row of zeros that ids outside the piece read (their sum over ranks is the full row). */
+  readonly zeroRow: number;
+}
+
 export interface Ops {
-  /** out [T,C] = table [V,C] rows ids[t]. */
-  embedding(out: Tensor, table: Tensor, ids: Int32Array): void;
+  /**
+   * out [T,C] = table [V,C] rows ids[t]. `piece` (vocab-parallel TP): ids are global and the table
+   * holds only rows [start, start + count) and a zero row (pieceIds).
+   */
+  embedding(out: Tensor, table: Tensor, ids: Int32Array, piece?: VocabPiece): void;
   /** out [T,C] = x · rsqrt(mean(x²)+eps) · w [C]. out may alias x. */
   rmsnorm(out: Tensor, x: Tensor, w: Tensor, eps: number): void;
   /** residual [T,C] += x (in place); out = rmsnorm(residual)·w. */
@@ -227,8 +238,20 @@ export interface Backend {
    * Run one model step (`forward` enqueues it). Backends that can replay a captured step (CUDA
    * graphs for pure decode steps) do so here; absent: callers run forward() directly. `scope`
    * names what the captured launches point into (the model and its cache): replays never cross scopes.
+   * `tp`: under tensor parallelism every rank must run a step the same way (see StepSync).
    */
-  runStep?(batch: StepShape, forward: () => Tensor, scope: readonly object[]): Tensor;
+  runStep?(batch: StepShape, forward: () => Tensor, scope: readonly object[], tp?: StepSync): Tensor;
 }
+
+/** How a step ran: eagerly, captured as a graph (and launched), or a captured graph replayed. */
+export type StepMode = 'eager' | 'capture' | 'replay';
+
+/**
+ * Tensor parallelism: whether an NCCL call is graph-captured must be the same on every rank, and a
+ * graph launch must pair with the graphs the other ranks captured in the same step. Rank 0 decides
+ * and announces its mode before enqueueing any GPU work (the other ranks get it with the step's
+ * inputs); the others follow it and fail loudly where they cannot.
+ */
+export type StepSync = { readonly announce: (mode: StepMode) => void } | { readonly follow: StepMode };
 
 export type { HostArray };

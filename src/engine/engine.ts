@@ -10,7 +10,6 @@ import type { CacheSeq, HybridCache } from '../cache/hybrid-cache.js';
 import type { Model } from '../model/forward.js';
 import type { StepSeq } from '../model/step.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
-import type { Tensor } from '../tensor/tensor.js';
 import { assert } from '../util/assert.js';
 import { InvalidRequestError } from '../util/errors.js';
 import { Prng } from '../util/prng.js';
@@ -254,8 +253,7 @@ export class Engine {
       row += len;
     }
     const batch = { ids, positions, seqs, sampleRows: Int32Array.from(sampleRows) };
-    const step = (): Tensor => this.model.forward(batch, this.cache);
-    const logits = this.model.be.runStep ? this.model.be.runStep(batch, step, [this.model, this.cache]) : step();
+    const logits = this.model.step(batch, this.cache);
     for (const { r, len } of parts) r.done += len;
     const host = this.model.be.download(logits);
     const V = logits.shape[1];

@@ -32,7 +32,6 @@ export class Model {
   private readonly gqa: GqaParams;
   private readonly router: RouterParams;
   /** Tensor parallel: ids mapped into this rank's vocabulary piece (scratch for maxBatchTokens). */
-  private readonly localIds: Int32Array;
 
   constructor(
     readonly be: Backend,
@@ -44,7 +43,6 @@ export class Model {
     /** Set on rank 0 of a multi-process tensor-parallel group. */
     readonly peers: StepPeers | null = null,
   ) {
-    this.localIds = new Int32Array(spec.shard.size > 1 ? maxBatchTokens : 0);
     this.act = allocActivations(be, spec, maxBatchTokens, maxSampleRows);
     this.lightning = spec.layers.map((l) => (l.mixer === 'lightning' ? lightningParams(spec, l.index) : null));
     this.mla = mlaParams(spec, cacheBlockSize);
@@ -57,6 +55,27 @@ export class Model {
    * the next call). The cache must already hold room for every sequence's new tokens.
    */
   forward(batch: StepBatch, cache: HybridCache, opts: ForwardOptions = {}): Tensor {
+    this.peers?.send(batch, 'eager');
+    const logits = this.local(batch, cache, opts);
+    this.peers?.wait();
+    return logits;
+  }
+
+  /**
+   * forward() through the backend's step runner where it has one (CUDA graphs for pure decode
+   * steps). Under tensor parallelism rank 0 announces how the step runs with its inputs, so every
+   * rank captures or replays the same graph (the NCCL calls inside it must match).
+   */
+  step(batch: StepBatch, cache: HybridCache): Tensor {
+    const { be, peers } = this;
+    if (!be.runStep) return this.forward(batch, cache);
+    const logits = be.runStep(batch, () => this.local(batch, cache, {}), [this, cache], peers ? { announce: (m) => peers.send(batch, m) } : undefined);
+    peers?.wait();
+    return logits;
+  }
+
+  /** This rank's part of a step (tensor parallel: the other ranks run theirs from the same inputs). */
+  private local(batch: StepBatch, cache: HybridCache, opts: ForwardOptions): Tensor {
     const { be, spec, weights: w, act } = this;
     const ops = be.ops;
     const T = batch.ids.length;
@@ -71,7 +90,6 @@ export class Model {
     const tp = spec.shard.size;
     const reduce = (t: Tensor): void => (tp > 1 ? ops.allReduceSum(t) : undefined);
 
-    this.peers?.send(batch);
     this.embed(r, batch.ids);
     for (const layer of w.layers) {
       const l = layer.index;
@@ -106,7 +124,6 @@ export class Model {
         ops.allGatherCols(logits, part);
       }
     }
-    this.peers?.wait();
     return logits;
   }
 
@@ -114,10 +131,8 @@ export class Model {
   private embed(r: Tensor, ids: Int32Array): void {
     const { spec, be } = this;
     if (spec.shard.size === 1) return be.ops.embedding(r, this.weights.embed, ids);
-    const { vocabStart: v0, vocabCount: n, vocab: zeroRow } = spec.local;
-    const local = this.localIds.subarray(0, ids.length);
-    for (let t = 0; t < ids.length; t++) local[t] = ids[t] >= v0 && ids[t] < v0 + n ? ids[t] - v0 : zeroRow;
-    be.ops.embedding(r, this.weights.embed, local);
+    const { vocabStart, vocabCount, vocab: zeroRow } = spec.local;
+    be.ops.embedding(r, this.weights.embed, ids, { start: vocabStart, count: vocabCount, zeroRow });
     be.ops.allReduceSum(r);
   }
 }

@@ -1,3 +1,4 @@
+import type { StepMode } from '../backend/backend.js';
 import type { CacheSeq } from '../cache/hybrid-cache.js';
 
 /** One sequence's slice of a step: rows [start, start+len) of the batch. */
@@ -11,11 +12,12 @@ export interface StepSeq {
 
 /**
  * Rank 0 of a tensor-parallel group of processes: the other ranks run every step rank 0 runs.
- * send() hands them the batch before rank 0's first op; wait() returns once rank 0's queued work
+ * send() hands them the batch, and how rank 0 runs it (eagerly or as a CUDA graph: the other ranks
+ * must do the same), before rank 0's first op; wait() returns once rank 0's queued work
  * (collectives included) is done and throws if a peer died instead of waiting forever.
  */
 export interface StepPeers {
-  send(batch: StepBatch): void;
+  send(batch: StepBatch, mode: StepMode): void;
   wait(): void;
 }
 

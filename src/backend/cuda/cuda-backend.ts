@@ -11,7 +11,8 @@
 import { Tensor, dtypeBytes, fromF64, hostArrayFor, type Dtype } from '../../tensor/tensor.js';
 import { assert } from '../../util/assert.js';
 import { bf16ToF32, f16ToF32 } from '../../util/numeric.js';
-import type { Backend, Ops, StepShape, WeightSource, WeightUse } from '../backend.js';
+import { InternalError } from '../../util/errors.js';
+import type { Backend, Ops, StepShape, StepSync, WeightSource, WeightUse } from '../backend.js';
 import { CudaContext } from './context.js';
 import { CudaStepGraphs } from './step-graph.js';
 import { CudaDriver, type DeviceInfo } from './driver.js';
@@ -89,7 +90,7 @@ export class CudaBackend implements Backend {
     this.dummy = opts.dummyWeights ?? null;
     const c = this.c;
     this.ops = {
-      embedding: (out, table, ids) => cudaEmbedding(c, out, table, ids),
+      embedding: (out, table, ids, piece) => cudaEmbedding(c, out, table, ids, piece),
       rmsnorm: (out, x, w, eps) => cudaRmsnorm(c, out, x, w, eps),
       addRmsnorm: (out, r, x, w, eps) => cudaAddRmsnorm(c, out, r, x, w, eps),
       matmul: (out, x, w, bias) => cudaMatmul(c, out, x, w, bias),
@@ -117,10 +118,14 @@ export class CudaBackend implements Backend {
     this.graphs = (opts.graphs ?? process.env.BAILING_CUDA_GRAPHS !== '0') ? new CudaStepGraphs(c) : null;
   }
 
-  runStep(batch: StepShape, forward: () => Tensor, scope: readonly object[]): Tensor {
-    // Collectives and per-launch profiling stay eager (NCCL in graphs is not wired; events need launches).
-    if (!this.graphs || this.tp || this.c.profile || !CudaStepGraphs.eligible(batch)) return forward();
-    return this.graphs.run(batch, forward, scope);
+  runStep(batch: StepShape, forward: () => Tensor, scope: readonly object[], tp?: StepSync): Tensor {
+    // Per-launch profiling stays eager (events need launches); collectives are captured (ops-collective.ts).
+    if (!this.graphs || this.c.profile || !CudaStepGraphs.eligible(batch)) {
+      if (tp && 'follow' in tp && tp.follow !== 'eager') throw new InternalError(`rank 0 runs a step as a graph (${tp.follow}); this rank cannot (graphs ${this.graphs ? 'on' : 'off'}, profiling ${this.c.profile ? 'on' : 'off'})`);
+      if (tp && 'announce' in tp) tp.announce('eager');
+      return forward();
+    }
+    return this.graphs.run(batch, forward, scope, tp);
   }
 
   get device(): DeviceInfo {

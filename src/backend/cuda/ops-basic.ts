@@ -3,14 +3,15 @@
  * group norm gate. Each checks shapes on the host like the CPU op, then enqueues its kernel
  * (src/ops/<op>/<op>.cu) on the context's stream. Activations are f32 (see cuda-backend.ts).
  */
-import type { RopeSpec } from '../backend.js';
+import type { RopeSpec, VocabPiece } from '../backend.js';
 import { checkShape, type Tensor } from '../../tensor/tensor.js';
 import { assert } from '../../util/assert.js';
-import { checkIds } from '../../ops/embedding/embedding.js';
+import { checkIds, pieceIds } from '../../ops/embedding/embedding.js';
 import { checkGather } from '../../ops/elementwise/elementwise.js';
 import { checkGroupNormGate } from '../../ops/group-norm-gate/group-norm-gate.js';
 import { checkRope } from '../../ops/rope/rope.js';
 import type { CudaContext } from './context.js';
+import type { ArgHint } from './step-args.js';
 
 /** Rows up to this many go through the GEMV kernel (each weight row read once); more through cuBLASLt. */
 export const GEMV_MAX_T = 8;
@@ -80,15 +81,18 @@ export function cudaMatmul(c: CudaContext, out: Tensor, x: Tensor, w: Tensor, bi
   c.launch(k, [Math.ceil(N / 8), 1, 1], 256, 0, [c.ptr(out), c.ptr(x), c.ptr(w), pb, T, N, K]);
 }
 
-export function cudaEmbedding(c: CudaContext, out: Tensor, table: Tensor, ids: Int32Array): void {
+export function cudaEmbedding(c: CudaContext, out: Tensor, table: Tensor, global: Int32Array, piece?: VocabPiece): void {
   const [V, C] = table.shape;
+  // A graph replay writes the rows from the step's global ids (step-args.ts), so the hint says how.
+  const ids = piece ? pieceIds(global, piece) : global;
+  const hint: ArgHint = piece ? { kind: 'vocabPiece', ...piece } : 'ids';
   checkShape(out, [ids.length, C], 'embedding out');
   f32Act(out, 'embedding out');
   checkIds(ids, V);
   if (ids.length === 0) return;
   assert(table.dtype === 'bf16' || table.dtype === 'f32', () => `embedding: table dtype ${table.dtype}`);
   const k = c.kernel(F.embedding, `embedding_gather_${table.dtype}`, 'pppi');
-  c.launch(k, [ids.length, 1, 1], rowThreads(C), 0, [c.ptr(out), c.ptr(table), c.hostArg('embedding-ids', ids, 'ids'), C]);
+  c.launch(k, [ids.length, 1, 1], rowThreads(C), 0, [c.ptr(out), c.ptr(table), c.hostArg('embedding-ids', ids, hint), C]);
 }
 
 /** Float4 row kernels apply: width % 4 == 0 and every row base 16-byte aligned. */

@@ -1,4 +1,8 @@
-/** Tensor-parallel collectives on the backend's stream through NCCL (driver.ts); one rank: local. */
+/**
+ * Tensor-parallel collectives on the backend's stream through NCCL (driver.ts); one rank: local.
+ * Inside a decode-graph capture they are recorded like launches (every rank captures the same
+ * sequence, step-graph.ts); in a staging pass (mode 'fill') they are skipped like launches.
+ */
 import type { Tensor } from '../../tensor/tensor.js';
 import { checkGatherCols } from '../../ops/collective/collective.js';
 import type { CudaContext } from './context.js';
@@ -28,6 +32,7 @@ function timed(c: CudaContext, name: string, enqueue: () => void): void {
 export function cudaAllReduceSum(c: CudaContext, tp: CudaTp | null, x: Tensor): void {
   if (!tp || tp.size === 1) return;
   f32Act(x, 'allReduceSum');
+  if (c.mode === 'fill') return;
   timed(c, 'nccl_all_reduce', () => tp.nccl.allReduceSumF32(c.ptr(x), x.numel, tp.comm, c.stream));
 }
 
@@ -38,7 +43,7 @@ export function cudaAllGatherCols(c: CudaContext, tp: CudaTp | null, out: Tensor
   let src = c.ptr(x);
   if (tp && size > 1) {
     src = c.scratch('tp-gather', size * R * w * 4);
-    timed(c, 'nccl_all_gather', () => tp.nccl.allGatherF32(c.ptr(x), src, R * w, tp.comm, c.stream));
+    if (c.mode !== 'fill') timed(c, 'nccl_all_gather', () => tp.nccl.allGatherF32(c.ptr(x), src, R * w, tp.comm, c.stream));
   }
   const k = c.kernel('src/backend/cuda/collective.cu', 'gather_cols_f32', 'pplll');
   c.launch(k, strideGrid(R * W), 256, 0, [c.ptr(out), src, R, W, w]);

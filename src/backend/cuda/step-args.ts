@@ -14,6 +14,8 @@ export type ArgHint =
   /** The same bytes every step (inverse frequencies, decay rates). */
   | 'const'
   | 'ids'
+  /** Rows of a vocab-parallel embedding piece for the step's ids (pieceIds). */
+  | { readonly kind: 'vocabPiece'; readonly start: number; readonly count: number; readonly zeroRow: number }
   | 'positions'
   | 'sampleRows'
   /** Lightning state slots of consecutive sequences of the step. */
@@ -52,6 +54,15 @@ function writer(a: StagedArg, batch: StepShape): Writer | null {
       return true;
     };
   if (h === 'slots') return null; // resolved in ReplayPlan.build from the captured values
+  if (h.kind === 'vocabPiece')
+    return (b, img) => {
+      if (b.ids.length !== n) return false;
+      for (let i = 0; i < n; i++) {
+        const id = b.ids[i];
+        img[at + i] = id >= h.start && id < h.start + h.count ? id - h.start : h.zeroRow;
+      }
+      return true;
+    };
   const k = batch.seqs.findIndex((s) => s.seq.blockTable === h.table);
   if (k < 0) return null;
   const bs = h.blockSize;

@@ -23,8 +23,16 @@
  * a power of two) selects another graph. The first step of a new key runs eagerly (compiling
  * kernels, growing scratch, planning GEMMs); the second is captured; later ones replay. Nothing
  * is allocated or compiled after that (BAILING_NO_COMPILE=1 turns a compile into an error then).
+ *
+ * Tensor parallelism: the NCCL calls are captured with the kernels. NCCL requires that whether a
+ * call is captured be the same on every rank, and that a graph launch pair with the graphs the
+ * other ranks captured in the same step; so rank 0 announces each step's mode (eager, capture,
+ * replay) before enqueueing anything and the other ranks follow it (StepSync). The decisions are
+ * deterministic (same steps, same shapes, same scratch growth), so a follower finds the graph
+ * rank 0 replays; where it does not, it throws (the rank dies and rank 0 reports it) rather than
+ * launch collectives that would not pair.
  */
-import type { StepShape } from '../backend.js';
+import type { StepMode, StepShape, StepSync } from '../backend.js';
 import type { Tensor } from '../../tensor/tensor.js';
 import type { CudaContext } from './context.js';
 import { StagingMiss } from './context.js';
@@ -98,19 +106,28 @@ export class CudaStepGraphs {
     return batch.seqs.every((s, i) => s.len === 1 && s.start === i);
   }
 
-  /** Run `forward` (the model's step on this context's stream) as a graph where possible. */
-  run(batch: StepShape, forward: () => Tensor, scope: readonly object[]): Tensor {
+  /**
+   * Run `forward` (the model's step on this context's stream) as a graph where possible. `tp`:
+   * rank 0 announces the mode it picks before any GPU work; the other ranks run in that mode.
+   */
+  run(batch: StepShape, forward: () => Tensor, scope: readonly object[], tp?: StepSync): Tensor {
     const c = this.c;
+    const follow = tp && 'follow' in tp ? tp.follow : null;
+    const announce = (m: StepMode): void => {
+      if (tp && 'announce' in tp) tp.announce(m);
+    };
     // An eager step (a larger prefill) replaced a scratch buffer that captured launches point into.
     if (c.scratchGeneration !== this.generation) this.dropAll();
+    if (follow === 'eager') return this.eager(forward);
     const t0 = performance.now();
     const scopeKey = `${scope.map((o) => this.scopeId(o)).join(',')}/${batch.ids.length}/${batch.sampleRows.length}`;
-    if (this.directReplay)
+    if (this.directReplay && follow !== 'capture')
       for (const g of this.direct.get(scopeKey) ?? []) {
         if (!g.plan!.write(batch, g.words)) continue;
         // What the model's host code would have done besides staging: advance the sequences.
         for (const s of batch.seqs) s.seq.length = s.ctxStart + s.len;
         if (this.verify) this.check(g, forward);
+        announce('replay');
         c.uploadImage(g.image);
         c.driver.graphLaunch(g.exec, c.stream);
         this.stats.replays++;
@@ -129,11 +146,13 @@ export class CudaStepGraphs {
       c.endStaging();
       if (!(e instanceof StagingMiss)) throw e;
       this.stats.misses++;
+      if (follow !== null) throw this.diverged(follow, `staging pass missed (${e.message})`);
+      announce('eager');
       return this.eager(forward);
     }
     const key = `${scopeKey}|${layout}`;
     const hit = this.graphs.get(key);
-    if (hit) {
+    if (hit && follow !== 'capture') {
       // Keep recently used graphs at the end of the eviction order.
       this.graphs.delete(key);
       this.graphs.set(key, hit);
@@ -141,18 +160,27 @@ export class CudaStepGraphs {
       // cannot happen here: a staging pass throws StagingMiss instead of allocating).
       if (this.noCompile && c.kernels.stats.compiled !== compiled) throw new InternalError(`BAILING_NO_COMPILE: a kernel was compiled in a replayed decode step (${key.slice(0, 80)})`);
       this.stats.fillMs += performance.now() - t0;
+      announce('replay');
       c.uploadStaged();
       c.driver.graphLaunch(hit.exec, c.stream);
       this.stats.replays++;
       return out;
     }
-    if (!this.warmed.has(key)) {
+    if (follow === 'replay') throw this.diverged(follow, 'no graph captured for this layout');
+    if (follow === null && !this.warmed.has(key)) {
       // Layouts that never repeat (GQA decode uploads a row list that grows with the context) must not pile up.
       if (this.warmed.size >= 4 * this.maxGraphs) this.warmed.clear();
       this.warmed.add(key);
+      announce('eager');
       return this.eager(forward);
     }
+    announce('capture');
     return this.capture(key, scopeKey, layout, batch, forward);
+  }
+
+  /** A follower cannot run a step the way rank 0 announced it (the graph caches went apart). */
+  private diverged(mode: StepMode, why: string): InternalError {
+    return new InternalError(`tensor-parallel decode graphs diverged: rank 0 runs this step as ${mode}, this rank cannot (${why})`);
   }
 
   /** Verification: the staging pass must stage exactly what the writers wrote. */
@@ -201,7 +229,8 @@ export class CudaStepGraphs {
     }
     if (graph === null) throw new StagingMiss('graph capture was invalidated');
     const exec = d.graphInstantiate(graph);
-    if (this.graphs.size >= this.maxGraphs) this.evictOldest();
+    if (this.graphs.has(key)) this.drop(key); // a follower told to capture again what it already has
+    if (this.graphs.size >= this.maxGraphs) this.drop(this.graphs.keys().next().value as string);
     const image = c.stagedImage();
     const plan = ReplayPlan.build(c.staged(), image, batch);
     const g: Captured = { graph, exec, layout, out, image, words: new Int32Array(image.buffer, 0, image.byteLength >> 2), plan };
@@ -223,8 +252,8 @@ export class CudaStepGraphs {
     this.stats.invalidations++;
   }
 
-  private evictOldest(): void {
-    const [k, g] = this.graphs.entries().next().value as [string, Captured];
+  private drop(k: string): void {
+    const g = this.graphs.get(k)!;
     this.c.sync(); // it may still be running
     this.c.driver.graphDestroy(g.graph, g.exec);
     this.graphs.delete(k);

@@ -1,7 +1,9 @@
 import { checkShape, f32Data, hostView, type Tensor } from '../../tensor/tensor.js';
-import { checkIds } from './embedding.js';
+import type { VocabPiece } from '../../backend/backend.js';
+import { checkIds, pieceIds } from './embedding.js';
 
-export function cpuEmbedding(out: Tensor, table: Tensor, ids: Int32Array): void {
+export function cpuEmbedding(out: Tensor, table: Tensor, ids: Int32Array, piece?: VocabPiece): void {
+  if (piece) ids = pieceIds(ids, piece);
   const [V, C] = table.shape;
   checkShape(out, [ids.length, C], 'embedding out');
   checkIds(ids, V);
