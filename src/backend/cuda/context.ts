@@ -34,6 +34,15 @@ export interface KernelProfile {
   readonly pool: Handle[];
 }
 
+export type MlaPrefillMode = 'flash-split' | 'flash-bf16' | 'absorbed';
+
+function mlaPrefillMode(v: string | undefined): MlaPrefillMode {
+  const modes: readonly MlaPrefillMode[] = ['flash-split', 'flash-bf16', 'absorbed'];
+  const m = modes.find((x) => x === (v || 'flash-split'));
+  assert(m !== undefined, () => `BAILING_MLA_PREFILL=${v}: expected one of ${modes.join(', ')}`);
+  return m;
+}
+
 export class CudaContext {
   readonly ctx: Handle;
   readonly stream: Handle;
@@ -50,6 +59,13 @@ export class CudaContext {
    * on bf16-rounded activations (twice as fast, NMSE ~1e-6 per matmul).
    */
   gemmSplit = process.env.BAILING_GEMM_SPLIT !== '0';
+  /**
+   * MLA prefill (mlaPrefillExpanded): 'flash-split' expands K/V with an f32 GEMM and runs the
+   * tensor-core flash kernel on bf16 hi + lo operands (three MMAs per product, near f32);
+   * 'flash-bf16' on bf16 operands (one MMA, ~1e-5 NMSE per call); 'absorbed' the CUDA-core
+   * absorbed kernels decode uses. BAILING_MLA_PREFILL overrides.
+   */
+  mlaPrefill: MlaPrefillMode = mlaPrefillMode(process.env.BAILING_MLA_PREFILL);
   /** When set, every launch is bracketed by events and timed per kernel name (costs ~µs a launch). */
   profile: KernelProfile | null = null;
   mode: LaunchMode = 'eager';

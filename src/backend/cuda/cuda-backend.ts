@@ -39,6 +39,7 @@ import {
   cudaLightningPrefill,
   cudaMlaAttention,
   cudaMlaCacheWrite,
+  cudaMlaPrefill,
   cudaMoeExperts,
   cudaMoeRoute,
 } from './ops-attention.js';
@@ -105,7 +106,7 @@ export class CudaBackend implements Backend {
       lightningDecode: (o, q, k, v, st, slots, p) => cudaLightningDecode(c, o, q, k, v, st, slots, p),
       groupRmsnormGate: (out, x, g, w, groups, eps) => cudaGroupRmsnormGate(c, out, x, g, w, groups, eps),
       mlaCacheWrite: (cache, ckv, kpe, seq, p) => cudaMlaCacheWrite(c, cache, ckv, kpe, seq, p),
-      mlaPrefillExpanded: (out, q, cache, kvB, seq, p) => cudaMlaAttention(c, out, q, cache, kvB, seq, p),
+      mlaPrefillExpanded: (out, q, cache, kvB, seq, p) => cudaMlaPrefill(c, out, q, cache, kvB, seq, p),
       mlaDecodeAbsorbed: (out, q, cache, kvB, seq, p) => cudaMlaAttention(c, out, q, cache, kvB, seq, p),
       gqaCacheWrite: (cache, k, v, seq, p) => cudaGqaCacheWrite(c, cache, k, v, seq, p),
       gqaAttention: (out, q, cache, seq, p) => cudaGqaAttention(c, out, q, cache, seq, p),

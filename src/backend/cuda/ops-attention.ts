@@ -17,6 +17,7 @@ import { moeExpertsFast } from './ops-moe.js';
 const F = {
   lightning: 'src/ops/lightning/lightning.cu',
   mla: 'src/ops/mla/mla.cu',
+  mlaFlash: 'src/ops/mla/mla-flash.cu',
   gqa: 'src/ops/gqa/gqa.cu',
   moe: 'src/ops/moe/moe.cu',
 } as const;
@@ -95,8 +96,66 @@ export function cudaMlaCacheWrite(c: CudaContext, cache: Tensor, ckv: Tensor, kp
   c.launch(kern, [n, 1, 1], rowThreads(L + Dr), 0, [c.ptr(cache), c.ptr(ckv), c.ptr(kpe), c.hostArg('mla-write-rows', rows, { kind: 'cacheRows', table: seq.blockTable, blockSize: p.blockSize, from: seq.ctxStart }), L, Dr]);
 }
 
+/** Padded head widths (DN, DR, DV) of the flash prefill instantiations in mla-flash.cu, smallest first. */
+const MLA_FLASH_DIMS: readonly (readonly [number, number, number])[] = [
+  [64, 64, 64],
+  [128, 64, 128],
+];
+/** Context rows per kv_b expansion GEMM (bounds its f32 output: 4096 × H·(Dn+Dv) × 4 bytes). */
+const MLA_EXPAND_ROWS = 4096;
+
 /**
- * Both MLA forms run the absorbed kernels (the same function of the inputs): q_nope·W_UK → latent
+ * MLA prefill in the expanded form on tensor cores (spec §5.2): kv_b applied to every context row
+ * by cuBLASLt (bf16 operands, or f32 in the split mode), repacked per head as bf16 (hi + lo when
+ * split), then the flash kernel of mla-flash.cu. False when the shapes fit no instantiation or
+ * cuBLASLt has no plan; the caller then runs the absorbed kernels.
+ */
+function cudaMlaPrefillFlash(c: CudaContext, out: Tensor, q: Tensor, cache: Tensor, kvB: Tensor, seq: MlaSeq, p: MlaParams, n: number): boolean {
+  const { nHeads: H, qkNope: Dn, qkRope: Dr, vHead: Dv, kvLora: L, scale } = p;
+  const dims = MLA_FLASH_DIMS.find(([a, b, d]) => Dn <= a && Dr <= b && Dv <= d);
+  if (c.mlaPrefill === 'absorbed' || !dims) return false;
+  const [DN, DR, DV] = dims;
+  const split = c.mlaPrefill === 'flash-split';
+  const NP = split ? 2 : 1;
+  const BN = split && DN === 128 ? 32 : 64; // as instantiated (the split 128 kernel's tile fits shared memory)
+  const ctx = seq.ctxStart + n, N = H * (Dn + Dv);
+  const ab = split ? 'f32' : 'bf16', eb = split ? 4 : 2;
+  const rows = cacheRows(seq, p.blockSize, 0, ctx, cache.shape[0], mlaCacheRow);
+  // A operand: kv_b as is (f32 GEMM) or a bf16 copy (4·N·L bytes read, small next to the attention).
+  let A = c.ptr(kvB);
+  if (!split) {
+    A = c.scratch('mla-kvb-bf16', N * L * 2);
+    c.launch(c.kernel(F.mlaFlash, 'mla_flash_tobf16', 'ppl'), strideGrid(N * L), 256, 0, [A, c.ptr(kvB), N * L]);
+  }
+  const ckv = c.scratch('mla-ckv', ctx * L * eb);
+  const krH = c.scratch('mla-kr-hi', ctx * DR * 2), krL = split ? c.scratch('mla-kr-lo', ctx * DR * 2) : 0n;
+  c.launch(c.kernel(F.mlaFlash, 'mla_flash_gather', 'ppppppiii'), [ctx, 1, 1], 128, 0, [split ? ckv : 0n, split ? 0n : ckv, krH, krL, c.ptr(cache), c.hostArg('mla-rows', rows), L, Dr, DR]);
+  const knH = c.scratch('mla-kn-hi', H * ctx * DN * 2), vH = c.scratch('mla-v-hi', H * ctx * DV * 2);
+  const knL = split ? c.scratch('mla-kn-lo', H * ctx * DN * 2) : 0n, vL = split ? c.scratch('mla-v-lo', H * ctx * DV * 2) : 0n;
+  const chunk = Math.min(ctx, MLA_EXPAND_ROWS);
+  const kv = c.scratch('mla-kv', chunk * N * 4);
+  const pack = c.kernel(F.mlaFlash, 'mla_flash_pack_kv', 'pppppiiiiiii');
+  for (let r0 = 0; r0 < ctx; r0 += chunk) {
+    const rc = Math.min(chunk, ctx - r0);
+    if (!c.gemm(ab, kv, A, ckv + BigInt(r0 * L * eb), rc, N, L)) return false;
+    c.launch(pack, [rc, H, 1], 128, 0, [knH, knL, vH, vL, kv, r0, ctx, H, Dn, Dv, DN, DV]);
+  }
+  const smem = 2 * (NP * 64 * (DN + DR + 16) + 2 * NP * BN * (DN + DR + 16) + 2 * NP * BN * (DV + 8));
+  const kern = c.kernel(F.mlaFlash, `mla_flash_${DN}_${DR}_${DV}_${split ? 'split' : 'bf16'}`, 'ppppppppiiiiiiif');
+  c.launch(kern, [H, Math.ceil(n / 64), 1], 128, smem, [c.ptr(out), c.ptr(q), knH, knL, krH, krL, vH, vL, n, seq.ctxStart, ctx, H, Dn, Dr, Dv, scale * Math.LOG2E]);
+  return true;
+}
+
+/** mlaPrefillExpanded: the tensor-core flash path when it applies, else the absorbed kernels. */
+export function cudaMlaPrefill(c: CudaContext, out: Tensor, q: Tensor, cache: Tensor, kvB: Tensor, seq: MlaSeq, p: MlaParams): void {
+  const n = checkMlaShapes(out, q, cache, kvB, p);
+  for (const t of [out, q, cache, kvB]) f32Act(t, 'mla prefill');
+  if (n > 0 && cudaMlaPrefillFlash(c, out, q, cache, kvB, seq, p, n)) return;
+  cudaMlaAttention(c, out, q, cache, kvB, seq, p);
+}
+
+/**
+ * Decode (and prefill in the 'absorbed' mode) run the absorbed kernels (the same function of the inputs): q_nope·W_UK → latent
  * query, online-softmax attention over the latent cache, then W_UV. kvB is f32 ('vector' weight).
  */
 export function cudaMlaAttention(c: CudaContext, out: Tensor, q: Tensor, cache: Tensor, kvB: Tensor, seq: MlaSeq, p: MlaParams): void {

@@ -189,8 +189,11 @@ describe('cuda ops vs cpu', { skip }, () => {
     }
   });
 
-  test('MLA cache write + attention (prefill from 0, chunk after context, decode), paged', (t) => {
-    for (const [H, Dn, Dr, Dv, L] of [[4, 6, 4, 5, 12], [4, 128, 64, 128, 512]]) {
+  test('MLA cache write + attention (prefill from 0, chunk after context, decode; absorbed and flash prefill), paged', (t) => {
+    const mode0 = gpu.c.mlaPrefill;
+    // Shapes: odd tiny heads (64-wide flash kernel, padded), the flash geometry (128/64/128), and
+    // tiny-brown's (32/32/64).
+    for (const [H, Dn, Dr, Dv, L] of [[4, 6, 4, 5, 12], [4, 128, 64, 128, 512], [3, 32, 32, 64, 64]]) {
       const p: MlaParams = { nHeads: H, qkNope: Dn, qkRope: Dr, vHead: Dv, kvLora: L, scale: (Dn + Dr) ** -0.5, blockSize: 16 };
       const blocks = 16;
       const cache = out([blocks * 16, L + Dr]);
@@ -200,6 +203,7 @@ describe('cuda ops vs cpu', { skip }, () => {
       const kvB = rand([H * (Dn + Dv), L], 1 / Math.sqrt(L));
       let ctx = 0;
       // The later calls have enough context for the split-context (flash-decoding) path.
+      // ctx 61 before the 150-token chunk: query tiles and key tiles both start mid-block.
       for (const n of [19, 1, 40, 1, 150, 1, 7]) {
         const seq = { blockTable, ctxStart: ctx };
         const ckv = rand([n, L]), kpe = rand([n, Dr]);
@@ -207,10 +211,21 @@ describe('cuda ops vs cpu', { skip }, () => {
         gpu.ops.mlaCacheWrite(cache.g, ckv.g, kpe.g, seq, p);
         const q = rand([n, H * (Dn + Dr)], 0.5);
         const o = out([n, H * Dv]);
-        const attend = n === 1 ? 'mlaDecodeAbsorbed' : 'mlaPrefillExpanded';
-        cpu.ops[attend](o.c, q.c, cache.c, kvB.c, seq, p);
-        gpu.ops[attend](o.g, q.g, cache.g, kvB.g, seq, p);
-        check(t, `L=${L} ${attend} ctx=${ctx} n=${n}`, o, 1e-7);
+        if (n === 1) {
+          cpu.ops.mlaDecodeAbsorbed(o.c, q.c, cache.c, kvB.c, seq, p);
+          gpu.ops.mlaDecodeAbsorbed(o.g, q.g, cache.g, kvB.g, seq, p);
+          check(t, `L=${L} mlaDecodeAbsorbed ctx=${ctx} n=1`, o, 1e-7);
+        } else cpu.ops.mlaPrefillExpanded(o.c, q.c, cache.c, kvB.c, seq, p);
+        // Prefill in every mode, n = 1 included. Tolerances: the f32 absorbed kernels and the split
+        // (hi + lo bf16, three MMAs) flash kernel stay near f32 (1e-7); the one-MMA bf16 flash kernel
+        // rounds q, k, v and p to bf16 (8 significant bits): NMSE ≤ 1e-4.
+        for (const [mode, tol] of [['absorbed', 1e-7], ['flash-split', 1e-7], ['flash-bf16', 1e-4]] as const) {
+          gpu.upload(o.g, new Float64Array(n * H * Dv).fill(NaN));
+          gpu.c.mlaPrefill = mode;
+          gpu.ops.mlaPrefillExpanded(o.g, q.g, cache.g, kvB.g, seq, p);
+          check(t, `L=${L} mlaPrefillExpanded ${mode} ctx=${ctx} n=${n}`, o, tol);
+        }
+        gpu.c.mlaPrefill = mode0;
         ctx += n;
       }
     }

@@ -1,5 +1,5 @@
-// MLA attention in the absorbed form for both prefill and decode (the same function of the
-// inputs; the flash-style expanded prefill comes later). kvB [H·(Dn+Dv), L] f32, per head Dn
+// MLA attention in the absorbed form: decode, and prefill in the absorbed mode (the same function of the
+// inputs; the tensor-core expanded prefill is mla-flash.cu). kvB [H·(Dn+Dv), L] f32, per head Dn
 // key rows then Dv value rows. rows[s] is the cache row of position s (from the block table).
 #include "../cuda-common.cuh"
 
