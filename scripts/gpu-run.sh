@@ -23,7 +23,7 @@ fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
   # Twice: the spread between two identical runs is the noise floor for comparing versions.
   for run in 1 2; do
-    node dist/bench/cuda-decode-bench.js --ctx 1024 --steps 30 --out "$OUT/cuda-decode-$run.json" 2>&1 | tee "$OUT/bench-$run.log"
+    node dist/bench/cuda-bench.js --geometry flash --decode 1 --ctx 1024 --prefill 1024 --out "$OUT/cuda-decode-$run.json" 2>&1 | tee "$OUT/bench-$run.log"
     echo "bench $run exit ${PIPESTATUS[0]}"
   done
 fi

@@ -3,14 +3,13 @@
 // work on a fresh clone until a trained embedded model replaces it. Run after `npm run build`.
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { writeTinyModel } from '../dist/src/model/tiny-checkpoint.js';
+import { tinyConfig, writeTinyModel } from '../dist/src/model/tiny-checkpoint.js';
 import { writeTinyTokenizer } from '../dist/src/tokenizer/make-byte-tokenizer.js';
 
 const dir = join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..', 'models', 'tiny-random');
 writeTinyTokenizer(dir);
-const config = {
-  architectures: ['BailingMoeV2_5ForCausalLM'],
-  model_type: 'bailing_hybrid',
+// Only what differs from the test-suite's tinyConfig() (src/model/tiny-checkpoint.ts).
+const config = tinyConfig({
   vocab_size: 272,
   hidden_size: 64,
   intermediate_size: 128,
@@ -18,39 +17,16 @@ const config = {
   num_attention_heads: 4,
   head_dim: 16,
   layer_group_size: 4,
-  group_norm_size: 2,
-  first_k_dense_replace: 1,
-  num_experts: 8,
-  num_experts_per_tok: 2,
-  n_group: 4,
-  topk_group: 2,
-  routed_scaling_factor: 2.5,
-  score_function: 'sigmoid',
-  moe_router_enable_expert_bias: true,
-  norm_topk_prob: true,
   moe_intermediate_size: 32,
   moe_shared_expert_intermediate_size: 32,
-  num_shared_experts: 1,
-  router_dtype: 'fp32',
-  rms_norm_eps: 1e-6,
-  use_qk_norm: true,
-  linear_silu: false,
-  linear_rope: true,
-  rope_theta: 10000,
-  partial_rotary_factor: 0.5,
-  max_position_embeddings: 4096,
   q_lora_rank: 32,
   kv_lora_rank: 32,
   qk_nope_head_dim: 16,
   qk_rope_head_dim: 8,
   v_head_dim: 16,
-  use_bias: false,
-  use_qkv_bias: false,
-  tie_word_embeddings: false,
-  num_nextn_predict_layers: 0,
   eos_token_id: 259,
   pad_token_id: 256,
-};
+});
 writeTinyModel(dir, config, { seed: 20261126, dtype: 'BF16' });
 writeFileSync(join(dir, 'generation_config.json'), JSON.stringify({ eos_token_id: [259], pad_token_id: 256 }, null, 2) + '\n');
 writeFileSync(
