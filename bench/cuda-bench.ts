@@ -6,7 +6,7 @@
  *
  *   node dist/bench/cuda-bench.js --geometry flash|ring-mini [--decode 1,8,64,256] [--ctx 1024,32768]
  *        [--prefill 1024,8192,32768] [--chunk 4096] [--profile] [--graphs] [--split 0|1]
- *        [--mla absorbed,flash-split,flash-bf16] [--out FILE]
+ *        [--mla absorbed,flash-split,flash-bf16] [--moe cublas,grouped] [--out FILE]
  *
  * --graphs: each decode figure three times in one process: eager launches, CUDA-graph replay through
  * the staging pass (the model's host code re-run with launches skipped), and direct replay (the
@@ -14,6 +14,7 @@
  * [B, V] logits download.
  *
  * --mla: each prefill once per MLA prefill mode, same process (absorbed skipped above 8k: seconds).
+ * --moe: each prefill once per MoE prefill mode (per-expert cuBLASLt calls or the grouped kernel).
  *
  * Decode contexts are synthetic: the sequences' positions and cache lengths are set to ctx without
  * running the prompt (the cache holds zeros); the kernels' work and bytes do not depend on the values.
@@ -25,7 +26,7 @@ import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { CudaBackend } from '../src/backend/cuda/cuda-backend.js';
-import type { MlaPrefillMode } from '../src/backend/cuda/context.js';
+import type { MlaPrefillMode, MoePrefillMode } from '../src/backend/cuda/context.js';
 import { HybridCache } from '../src/cache/hybrid-cache.js';
 import { cacheGeometry } from '../src/model/cache-spec.js';
 import { buildSpec, parseConfig } from '../src/model/config.js';
@@ -44,7 +45,7 @@ function main(): void {
     options: {
       geometry: { type: 'string', default: 'flash' }, decode: { type: 'string', default: '1' }, ctx: { type: 'string', default: '1024' },
       prefill: { type: 'string', default: '' }, chunk: { type: 'string', default: '4096' }, steps: { type: 'string', default: '20' },
-      mla: { type: 'string', default: '' }, profile: { type: 'boolean', default: false }, graphs: { type: 'boolean', default: false }, split: { type: 'string', default: '1' }, out: { type: 'string', default: 'bench/results/cuda-bench.json' },
+      mla: { type: 'string', default: '' }, moe: { type: 'string', default: '' }, profile: { type: 'boolean', default: false }, graphs: { type: 'boolean', default: false }, split: { type: 'string', default: '1' }, out: { type: 'string', default: 'bench/results/cuda-bench.json' },
     },
   });
   const batches = list(values.decode), ctxs = list(values.ctx), prompts = list(values.prefill);
@@ -106,9 +107,11 @@ function main(): void {
   // Prefill: one sequence, chunks of `chunk` tokens, the last chunk samples its last row; TTFT
   // includes the download of that row's logits.
   const mlaModes = values.mla ? (values.mla.split(',') as MlaPrefillMode[]) : [c.mlaPrefill];
-  const runs = prompts.flatMap((P) => mlaModes.filter((m) => !(m === 'absorbed' && P > 8192 && mlaModes.length > 1)).map((mla) => ({ P, mla })));
-  for (const { P, mla } of runs) {
+  const moeModes = values.moe ? (values.moe.split(',') as MoePrefillMode[]) : [c.moePrefill];
+  const runs = prompts.flatMap((P) => mlaModes.filter((m) => !(m === 'absorbed' && P > 8192 && mlaModes.length > 1)).flatMap((mla) => moeModes.map((moe) => ({ P, mla, moe }))));
+  for (const { P, mla, moe } of runs) {
     c.mlaPrefill = mla;
+    c.moePrefill = moe;
     const s = seqs[0];
     const run = (): void => {
       for (let p = 0; p < P; p += chunk) {
@@ -127,16 +130,16 @@ function main(): void {
     }
     const ms = median(wall);
     const flops = prefillFlops(spec, P), floorMs = (flops / (gemmTflops * 1e12)) * 1e3;
-    log(`prefill ${P} [mla ${mla}]: ${ms.toFixed(1)} ms (TTFT), ${((P / ms) * 1e3).toFixed(0)} tok/s; FLOP floor ${(flops / 1e12).toFixed(2)} TFLOP → ${floorMs.toFixed(1)} ms (${((floorMs / ms) * 100).toFixed(1)}% of floor)`);
-    results.push({ kind: 'prefill', tokens: P, ms, tokPerS: (P / ms) * 1e3, flops, floorMs, floorRatio: floorMs / ms, chunk, mla });
+    log(`prefill ${P} [mla ${mla}, moe ${moe}]: ${ms.toFixed(1)} ms (TTFT), ${((P / ms) * 1e3).toFixed(0)} tok/s; FLOP floor ${(flops / 1e12).toFixed(2)} TFLOP → ${floorMs.toFixed(1)} ms (${((floorMs / ms) * 100).toFixed(1)}% of floor)`);
+    results.push({ kind: 'prefill', tokens: P, ms, tokPerS: (P / ms) * 1e3, flops, floorMs, floorRatio: floorMs / ms, chunk, mla, moe });
     if (values.profile && P === Math.min(...prompts.filter((x) => x >= 8192), Math.max(...prompts))) {
       c.startProfile();
       run();
       const prof = [...c.stopProfile().entries()].map(([name, v]) => ({ name, ms: v.ms, launches: v.launches })).sort((a, b) => b.ms - a.ms);
       const sum = prof.reduce((a, p) => a + p.ms, 0);
-      log(`prefill ${P} [mla ${mla}] per-kernel (events around each launch; sum ${sum.toFixed(1)} ms):\n| kernel | ms | launches | share |\n| --- | --- | --- | --- |`);
+      log(`prefill ${P} [mla ${mla}, moe ${moe}] per-kernel (events around each launch; sum ${sum.toFixed(1)} ms):\n| kernel | ms | launches | share |\n| --- | --- | --- | --- |`);
       for (const p of prof.slice(0, 14)) log(`| ${p.name} | ${p.ms.toFixed(1)} | ${p.launches} | ${((p.ms / sum) * 100).toFixed(1)}% |`);
-      results.push({ kind: 'prefill-profile', tokens: P, mla, kernels: prof });
+      results.push({ kind: 'prefill-profile', tokens: P, mla, moe, kernels: prof });
     }
   }
 

@@ -43,6 +43,22 @@ function mlaPrefillMode(v: string | undefined): MlaPrefillMode {
   return m;
 }
 
+export type MoePrefillMode = 'cublas' | 'grouped';
+
+function moePrefillMode(v: string | undefined): MoePrefillMode {
+  const modes: readonly MoePrefillMode[] = ['cublas', 'grouped'];
+  const m = modes.find((x) => x === (v || 'grouped'));
+  assert(m !== undefined, () => `BAILING_MOE_PREFILL=${v}: expected one of ${modes.join(', ')}`);
+  return m;
+}
+
+function positiveInt(name: string, v: string | undefined, dflt: number): number {
+  if (v === undefined || v === '') return dflt;
+  const n = Number(v);
+  assert(Number.isInteger(n) && n > 0, () => `${name}=${v}: expected a positive integer`);
+  return n;
+}
+
 export class CudaContext {
   readonly ctx: Handle;
   readonly stream: Handle;
@@ -66,6 +82,15 @@ export class CudaContext {
    * absorbed kernels decode uses. BAILING_MLA_PREFILL overrides.
    */
   mlaPrefill: MlaPrefillMode = mlaPrefillMode(process.env.BAILING_MLA_PREFILL);
+  /**
+   * MoE prefill (steps of at least moeGemmMinT tokens, tokens permuted by expert): 'grouped'
+   * (default) one launch of our grouped GEMM per projection (moe-grouped.cu) with SiLU·mul in the
+   * gate/up epilogue; 'cublas' one cuBLASLt GEMM per expert and projection (host-bound: ~2·E calls
+   * a layer). Both honour gemmSplit. BAILING_MOE_PREFILL overrides.
+   */
+  moePrefill: MoePrefillMode = moePrefillMode(process.env.BAILING_MOE_PREFILL);
+  /** Smallest step (> 8 tokens) that takes the MoE prefill path; tests lower it (BAILING_MOE_GEMM_MIN_T). */
+  moeGemmMinT: number = positiveInt('BAILING_MOE_GEMM_MIN_T', process.env.BAILING_MOE_GEMM_MIN_T, 512);
   /** When set, every launch is bracketed by events and timed per kernel name (costs ~µs a launch). */
   profile: KernelProfile | null = null;
   mode: LaunchMode = 'eager';

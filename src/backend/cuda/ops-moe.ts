@@ -2,10 +2,12 @@
  * Routed-expert paths of the CUDA backend, by step size (bf16 expert weights with K % 8 == 0 and
  * 16-byte aligned rows; anything else keeps the v1 gathered kernels in ops-attention.ts):
  * - T ≤ 8 (decode): gathered GEMVs, gate and up rows streamed together, no host round trip;
- * - 8 < T < LT_MIN_T (batched decode): pairs are sorted by expert on the device and cut into
+ * - 8 < T < c.moeGemmMinT (batched decode): pairs are sorted by expert on the device and cut into
  *   segments of ≤ 8 pairs, so each expert's rows are read once per segment, not per pair;
- * - T ≥ LT_MIN_T (prefill): tokens permuted by expert, one cuBLASLt GEMM per expert (up, then
- *   down) on contiguous rows, f32-faithful hi/lo split when c.gemmSplit, then a weighted combine.
+ * - T ≥ c.moeGemmMinT (prefill): tokens permuted by expert, f32-faithful hi/lo split when
+ *   c.gemmSplit, then a weighted combine; c.moePrefill picks the GEMMs: 'cublas' one cuBLASLt call
+ *   per expert (up, then down) on contiguous rows, 'grouped' one launch per projection of
+ *   moe-grouped.cu over all experts (SiLU·mul in the gate/up epilogue).
  * Every output row is a fixed-order function of its own pair, so results do not depend on the path's
  * ordering (the batch-invariance tests rely on that).
  */
@@ -14,8 +16,10 @@ import type { CudaContext } from './context.js';
 import { strideGrid } from './ops-basic.js';
 
 const MOE = 'src/ops/moe/moe.cu';
-/** Steps of at least this many tokens take the per-expert GEMM path. */
-export const LT_MIN_T = 512;
+const MOE_GG = 'src/ops/moe/moe-grouped.cu';
+/** Tile of moe-grouped.cu: 64 token rows × 128 weight rows (64 features of gate + up), 128 threads. */
+const GG_BM = 64, GG_BN = 128, GG_THREADS = 128;
+const ggSmem = (split: boolean): number => 3 * ((split ? 2 : 1) * GG_BM + GG_BN) * 40 * 2;
 const SEG_MAX = 8;
 /** Token chunk of the GEMM path (bounds the permuted scratch: ~1.3 GB at C = 4096, K = 8). */
 const LT_CHUNK = 4096;
@@ -61,13 +65,14 @@ export function moeExpertsFast(c: CudaContext, out: Tensor, x: Tensor, ids: Tens
     c.launch(c.kernel(MOE, 'moe_combine_f32', 'ppplii'), strideGrid(T * C), 256, 0, [c.ptr(out), y, c.ptr(weights), T, K, C]);
     return true;
   }
-  if (T < LT_MIN_T) {
+  if (T < c.moeGemmMinT) {
     segmented(c, out, x, ids, weights, w13, w2, E, K, C, Fw);
     return true;
   }
   for (let t0 = 0; t0 < T; t0 += LT_CHUNK) {
     const tc = Math.min(LT_CHUNK, T - t0);
-    perExpertGemm(c, out.rows(t0, tc), x.rows(t0, tc), ids.rows(t0, tc), weights.rows(t0, tc), w13, w2, E, K, C, Fw);
+    const gemms = c.moePrefill === 'grouped' ? groupedGemm : perExpertGemm;
+    gemms(c, out.rows(t0, tc), x.rows(t0, tc), ids.rows(t0, tc), weights.rows(t0, tc), w13, w2, E, K, C, Fw);
   }
   return true;
 }
@@ -114,5 +119,38 @@ function perExpertGemm(c: CudaContext, out: Tensor, x: Tensor, ids: Tensor, weig
     const A = w2p + BigInt(e * C * Fw * 2);
     gemm(yp + BigInt(r0 * C * 4), A, hh + BigInt(r0 * Fw * 2), hl + BigInt(r0 * Fw * 2), rows, C, Fw);
   }
+  c.launch(c.kernel(MOE, 'moe_combine_perm_f32', 'pppplii'), strideGrid(T * C), 256, 0, [c.ptr(out), yp, c.ptr(weights), inv, T, K, C]);
+}
+
+/**
+ * Block schedule of one grouped GEMM: per expert with rows, {first block, expert, first row, rows};
+ * each expert gets colTiles × ceil(rows / GG_BM) blocks (row tiles fastest, see moe-grouped.cu).
+ */
+function ggSchedule(start: Int32Array, E: number, colTiles: number): { table: Int32Array; groups: number; blocks: number } {
+  const t: number[] = [];
+  let blocks = 0;
+  for (let e = 0; e < E; e++) {
+    const rows = start[e + 1] - start[e];
+    if (rows === 0) continue;
+    t.push(blocks, e, start[e], rows);
+    blocks += colTiles * Math.ceil(rows / GG_BM);
+  }
+  return { table: Int32Array.from(t), groups: t.length / 4, blocks };
+}
+
+function groupedGemm(c: CudaContext, out: Tensor, x: Tensor, ids: Tensor, weights: Tensor, w13: Tensor, w2: Tensor, E: number, K: number, C: number, Fw: number): void {
+  const T = x.shape[0], n = T * K;
+  const s = sortByExpert(readIds(c, ids, n), E);
+  const split = c.gemmSplit;
+  const pairs = c.hostArg('moe-pairs', s.pairs), inv = c.hostArg('moe-inv', s.inv);
+  const up = ggSchedule(s.start, E, Math.ceil(Fw / (GG_BN / 2))), down = ggSchedule(s.start, E, Math.ceil(C / GG_BN));
+  const upS = c.hostArg('moe-gg-up', up.table), downS = c.hostArg('moe-gg-down', down.table);
+  const xh = c.scratch('moe-xh', n * C * 2), xl = split ? c.scratch('moe-xl', n * C * 2) : 0n;
+  const hh = c.scratch('moe-hh', n * Fw * 2), hl = split ? c.scratch('moe-hl', n * Fw * 2) : 0n;
+  const yp = c.scratch('moe-yp', n * C * 4);
+  c.launch(c.kernel(MOE, 'moe_gather_split_bf16', 'ppppiil'), strideGrid(n * C), 256, 0, [xh, xl, c.ptr(x), pairs, K, C, n]);
+  const v = split ? 'split' : 'bf16', smem = ggSmem(split), sig = 'pppppppiii';
+  c.launch(c.kernel(MOE_GG, `moe_gg_glu_${v}`, sig), [up.blocks, 1, 1], GG_THREADS, smem, [0n, hh, hl, xh, xl, c.ptr(w13), upS, up.groups, Fw, C]);
+  c.launch(c.kernel(MOE_GG, `moe_gg_down_${v}`, sig), [down.blocks, 1, 1], GG_THREADS, smem, [yp, 0n, 0n, hh, hl, c.ptr(w2), downS, down.groups, C, Fw]);
   c.launch(c.kernel(MOE, 'moe_combine_perm_f32', 'pppplii'), strideGrid(T * C), 256, 0, [c.ptr(out), yp, c.ptr(weights), inv, T, K, C]);
 }

@@ -12,7 +12,7 @@ import { toF64, type Dtype, type Tensor } from '../../tensor/tensor.js';
 import { compare, fmtStats } from '../../util/compare.js';
 import { Prng } from '../../util/prng.js';
 import { CudaBackend, cudaUnavailableReason } from './cuda-backend.js';
-import { GEMV_MAX_T } from './ops-basic.js';
+import { GEMV_MAX_T, strideGrid } from './ops-basic.js';
 
 const reason = cudaUnavailableReason();
 const skip = reason === null ? false : `no CUDA device: ${reason}`;
@@ -281,5 +281,91 @@ describe('cuda ops vs cpu', { skip }, () => {
         gpu.ops.moeExperts(o.g, x.g, ids.g, wts.g, w13.g, w2.g, Fw);
         check(t, `experts ${wd} T=${T}`, o);
       }
+  });
+
+  /** K distinct experts per token from `allowed`, skewed to its first entries (long and short runs). */
+  const pickIds = (T: number, K: number, allowed: readonly number[]): Float64Array => {
+    const v = new Float64Array(T * K);
+    for (let t = 0; t < T; t++) {
+      const row = new Set<number>();
+      while (row.size < K) row.add(allowed[Math.floor(allowed.length * rng.uniform(0, 1) ** 2)]);
+      v.set([...row], t * K);
+    }
+    return v;
+  };
+  /** Runs the GPU MoE prefill path in each (mode, split) and checks it against `ref`. */
+  const prefillModes = (t: TestContext, what: string, o: { c: Tensor; g: Tensor }, runGpu: () => void, splits: readonly boolean[]): void => {
+    const c = gpu.c;
+    const saved = { mode: c.moePrefill, split: c.gemmSplit };
+    try {
+      for (const mode of ['grouped', 'cublas'] as const)
+        for (const split of splits) {
+          c.moePrefill = mode;
+          c.gemmSplit = split;
+          gpu.upload(o.g, new Float64Array(o.g.numel).fill(NaN));
+          runGpu();
+          // split: near f32 like the CPU; bf16 activations: ~1e-5 per matmul
+          check(t, `${what} ${mode}${split ? ' split' : ' bf16'}`, o, split ? TOL_F32 : 1e-4);
+        }
+    } finally {
+      c.moePrefill = saved.mode;
+      c.gemmSplit = saved.split;
+    }
+  };
+
+  test('MoE prefill GEMMs (grouped kernel and per-expert cuBLASLt) vs cpu: T 9/100/1000, empty experts, K and F tails', (t) => {
+    const c = gpu.c;
+    const minT = c.moeGemmMinT;
+    c.moeGemmMinT = 9; // small steps take the prefill path too
+    try {
+      const cases = [
+        { E: 8, K: 2, C: 32, Fw: 16, Ts: [9, 100, 1000], allowed: [0, 2, 3, 5, 7] }, // experts 1, 4, 6 get no tokens
+        { E: 16, K: 4, C: 136, Fw: 72, Ts: [100, 1000], allowed: [3, 0, 1, 2, 5, 6, 7, 8, 10, 11, 12, 13, 14, 15] }, // C % 32, F % 64 ≠ 0
+      ];
+      for (const { E, K, C, Fw, Ts, allowed } of cases)
+        for (const T of Ts) {
+          const x = rand([T, C]);
+          const ids = both([T, K], pickIds(T, K, allowed), 'i32');
+          const wts = rand([T, K]);
+          const w13 = rand([E * 2 * Fw, C], 1 / Math.sqrt(C), 'bf16'), w2 = rand([E * C, Fw], 1 / Math.sqrt(Fw), 'bf16');
+          const o = out([T, C]);
+          cpu.ops.moeExperts(o.c, x.c, ids.c, wts.c, w13.c, w2.c, Fw);
+          prefillModes(t, `E=${E} K=${K} C=${C} F=${Fw} T=${T}`, o, () => gpu.ops.moeExperts(o.g, x.g, ids.g, wts.g, w13.g, w2.g, Fw), [true, false]);
+        }
+    } finally {
+      c.moeGemmMinT = minT;
+    }
+  });
+
+  test('MoE prefill GEMMs at real dims (E 256, F 1024, C 4096): 9 tokens on 10 experts, 246 empty', (t) => {
+    const c = gpu.c;
+    const E = 256, K = 8, C = 4096, Fw = 1024, T = 9;
+    const used = [0, 1, 3, 9, 50, 77, 128, 200, 254, 255];
+    // Random bf16 weights made on the GPU (6.4 GB); the CPU gets the used experts' rows only.
+    const w13 = gpu.alloc('bf16', [E * 2 * Fw, C]), w2 = gpu.alloc('bf16', [E * C, Fw]);
+    const fill = c.kernel('src/backend/cuda/fill.cu', 'fill_uniform_bf16', 'pluff');
+    for (const [i, w] of [w13, w2].entries()) c.launch(fill, strideGrid(w.numel), 256, 0, [c.ptr(w), w.numel, BigInt(991 + i), 0, Math.sqrt(3 / w.shape[1])]);
+    const pick = (w: Tensor, rows: number): Float32Array => {
+      const v = new Float32Array(used.length * rows * w.shape[1]);
+      used.forEach((e, j) => v.set(gpu.download(w.rows(e * rows, rows)), j * rows * w.shape[1]));
+      return v;
+    };
+    const w13c = cpu.alloc('bf16', [used.length * 2 * Fw, C]), w2c = cpu.alloc('bf16', [used.length * C, Fw]);
+    cpu.upload(w13c, pick(w13, 2 * Fw));
+    cpu.upload(w2c, pick(w2, C));
+    const local = pickIds(T, K, used.map((_, j) => j));
+    const x = rand([T, C]), wts = rand([T, K]);
+    const idsC = cpu.alloc('i32', [T, K]), idsG = gpu.alloc('i32', [T, K]);
+    cpu.upload(idsC, local);
+    gpu.upload(idsG, local.map((j) => used[j]));
+    const o = out([T, C]);
+    cpu.ops.moeExperts(o.c, x.c, idsC, wts.c, w13c, w2c, Fw);
+    const minT = c.moeGemmMinT;
+    c.moeGemmMinT = 9;
+    try {
+      prefillModes(t, `real dims T=${T}`, o, () => gpu.ops.moeExperts(o.g, x.g, idsG, wts.g, w13, w2, Fw), [true]);
+    } finally {
+      c.moeGemmMinT = minT;
+    }
   });
 });

@@ -1,5 +1,6 @@
-// MoE router and routed experts (a correct base: the expert kernels are warp-per-row GEMVs over
-// gathered experts; token permutation + grouped GEMM with fused SwiGLU comes later).
+// MoE router and routed experts: warp-per-row GEMVs over gathered experts (decode), segmented
+// GEMVs (batched decode), and the prefill helpers (permutation gather, combine); the prefill's grouped
+// GEMM with fused SwiGLU is in moe-grouped.cu.
 #include "../cuda-common.cuh"
 
 // Warp argmax: larger value wins, ties go to the lower index (the reference's order).
