@@ -10,6 +10,7 @@ import { loadModel, type BailingModel, type ChatMessage, type GenerateOptions } 
 import type { ChunkStream } from '../api/stream.js';
 import { BailingError, InvalidRequestError } from '../util/errors.js';
 import { commonOptions, loadOptions, samplingOptionsOf, samplingOptions } from './args.js';
+import { ExitWatchdog } from './watchdog.js';
 import { inspectCommand } from './inspect.js';
 import { perplexityCommand } from './perplexity.js';
 import { benchCommand } from './bench-serve.js';
@@ -80,22 +81,35 @@ async function readStdin(): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
-async function generateCommand(argv: string[]): Promise<void> {
+async function generateCommand(argv: string[], watchdog: ExitWatchdog): Promise<void> {
   const { values, positionals } = parseArgs({ args: argv, options: { ...commonOptions, ...samplingOptions }, allowPositionals: true });
   if (values.help) return void process.stdout.write(USAGE);
   const prompt = positionals.length > 0 ? positionals.join(' ') : process.stdin.isTTY ? '' : await readStdin();
   if (prompt.length === 0) throw new BailingError('generate: give a prompt as an argument or on stdin');
   const options = samplingOptionsOf(values, { maxTokens: 64, temperature: 0.7 });
   const m = await open(values);
-  try {
+  await using(m, watchdog, async () => {
     process.stdout.write(prompt);
     await streamOut(performance.now(), m.generate(prompt, options));
+  });
+}
+
+/**
+ * Run fn, then dispose the model. On an error the exit watchdog is armed first: disposing after a
+ * device or tensor-parallel failure may block in native code, and the CLI must still exit.
+ */
+async function using(m: BailingModel, watchdog: ExitWatchdog, fn: () => Promise<void>): Promise<void> {
+  try {
+    await fn();
+  } catch (e) {
+    watchdog.arm(15_000, 'exit after an error');
+    throw e;
   } finally {
     await m.dispose();
   }
 }
 
-async function chatCommand(argv: string[]): Promise<void> {
+async function chatCommand(argv: string[], watchdog: ExitWatchdog): Promise<void> {
   const { values } = parseArgs({ args: argv, options: { ...commonOptions, ...samplingOptions, system: { type: 'string' } }, allowPositionals: false });
   if (values.help) return void process.stdout.write(USAGE);
   const options = samplingOptionsOf(values, { maxTokens: 256, temperature: 0.7 });
@@ -105,57 +119,58 @@ async function chatCommand(argv: string[]): Promise<void> {
   const rl = createInterface({ input: process.stdin, output: tty ? process.stdout : undefined, terminal: tty });
   if (tty) process.stderr.write('chat: type a message, /reset to clear the history, /exit or Ctrl-D to quit\n');
   const prompt = (): void => (tty ? rl.setPrompt('> ') : undefined, tty ? rl.prompt() : undefined);
-  try {
-    prompt();
-    for await (const line of rl) {
-      const text = line.trim();
-      if (text === '/exit') break;
-      if (text === '/reset') {
-        history.splice(values.system ? 1 : 0);
-        prompt();
-        continue;
-      }
-      if (text.length === 0) {
-        prompt();
-        continue;
-      }
-      history.push({ role: 'user', content: text });
-      let stream;
-      const t0 = performance.now();
-      try {
-        stream = m.chat(history, options);
-      } catch (e) {
-        // A conversation grown past the context is the user's to fix, not a reason to exit.
-        if (!(e instanceof InvalidRequestError)) throw e;
-        process.stderr.write(`${e.message}; /reset to start over\n`);
-        history.pop();
-        prompt();
-        continue;
-      }
-      await streamOut(t0, stream);
-      const r = await stream.result;
-      history.push({ role: 'assistant', content: r.content });
+  await using(m, watchdog, async () => {
+    try {
       prompt();
+      for await (const line of rl) {
+        const text = line.trim();
+        if (text === '/exit') break;
+        if (text === '/reset') {
+          history.splice(values.system ? 1 : 0);
+          prompt();
+          continue;
+        }
+        if (text.length === 0) {
+          prompt();
+          continue;
+        }
+        history.push({ role: 'user', content: text });
+        let stream;
+        const t0 = performance.now();
+        try {
+          stream = m.chat(history, options);
+        } catch (e) {
+          // A conversation grown past the context is the user's to fix, not a reason to exit.
+          if (!(e instanceof InvalidRequestError)) throw e;
+          process.stderr.write(`${e.message}; /reset to start over\n`);
+          history.pop();
+          prompt();
+          continue;
+        }
+        await streamOut(t0, stream);
+        const r = await stream.result;
+        history.push({ role: 'assistant', content: r.content });
+        prompt();
+      }
+    } finally {
+      rl.close();
     }
-  } finally {
-    rl.close();
-    await m.dispose();
-  }
+  });
 }
 
-async function main(argv: string[]): Promise<void> {
+async function main(argv: string[], watchdog: ExitWatchdog): Promise<void> {
   const [cmd, ...rest] = argv;
   switch (cmd) {
     case 'generate':
-      return generateCommand(rest);
+      return generateCommand(rest, watchdog);
     case 'chat':
-      return chatCommand(rest);
+      return chatCommand(rest, watchdog);
     case 'inspect':
       return inspectCommand(rest);
     case 'perplexity':
       return perplexityCommand(rest);
     case 'serve':
-      return serveCommand(rest);
+      return serveCommand(rest, watchdog);
     case 'bench':
       return benchCommand(rest);
     case undefined:
@@ -169,11 +184,14 @@ async function main(argv: string[]): Promise<void> {
   }
 }
 
-main(process.argv.slice(2)).catch((e: unknown) => {
+// Started first so it can act later even if the main thread gets stuck in native code (watchdog.ts).
+const watchdog = new ExitWatchdog();
+main(process.argv.slice(2), watchdog).catch((e: unknown) => {
   if (e instanceof BailingError || (e instanceof Error && 'code' in e && String((e as { code: unknown }).code).startsWith('ERR_PARSE_ARGS'))) {
     process.stderr.write(`bailing: ${e.message}\n`);
     process.exit(1);
   }
   process.stderr.write(`bailing: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+  watchdog.arm(15_000, 'exit after an internal error');
   process.exit(2);
 });

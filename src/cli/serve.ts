@@ -6,6 +6,7 @@ import { BailingServer } from '../server/server.js';
 import { InvalidRequestError } from '../util/errors.js';
 import { createLogger, type LogLevel } from '../util/logger.js';
 import { commonOptions, loadOptions, modelDir, num } from './args.js';
+import type { ExitWatchdog } from './watchdog.js';
 
 export const SERVE_USAGE = `usage: bailing serve [--model DIR] [options]
 
@@ -22,9 +23,12 @@ export const SERVE_USAGE = `usage: bailing serve [--model DIR] [options]
   --device, --compat, --threads  as for generate
 `;
 
+/** How long SIGTERM waits for in-flight requests before aborting them. */
+const DRAIN_MS = 30_000;
+
 const LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error', 'silent'];
 
-export async function serveCommand(argv: string[]): Promise<void> {
+export async function serveCommand(argv: string[], watchdog: ExitWatchdog): Promise<void> {
   const { values } = parseArgs({
     args: argv,
     options: {
@@ -83,7 +87,10 @@ export async function serveCommand(argv: string[]): Promise<void> {
     }
     stopping = true;
     logger.info(`${sig}: draining in-flight requests`);
-    void server.close().then(async () => {
+    // Drain waits up to DRAIN_MS; if disposing then hangs (a dead tensor-parallel peer can leave a
+    // collective that never completes), the watchdog ends the process instead of a silent hang.
+    watchdog.arm(DRAIN_MS + 30_000, `shutdown after ${sig}`);
+    void server.close(DRAIN_MS).then(async () => {
       await m.dispose();
       logger.info('stopped');
       process.exit(0);
