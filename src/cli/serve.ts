@@ -80,7 +80,7 @@ export async function serveCommand(argv: string[], watchdog: ExitWatchdog): Prom
     load_ms: Math.round(performance.now() - t0),
   });
   let stopping = false;
-  const stop = (sig: string): void => {
+  const stop = (sig: string, code = 0): void => {
     if (stopping) {
       logger.warn(`${sig} again: exiting without draining`);
       process.exit(1);
@@ -93,9 +93,16 @@ export async function serveCommand(argv: string[], watchdog: ExitWatchdog): Prom
     void server.close(DRAIN_MS).then(async () => {
       await m.dispose();
       logger.info('stopped');
-      process.exit(0);
+      process.exit(code);
     });
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  // A failed step leaves an engine that takes no more requests (DESIGN §5; e.g. a dead tensor-
+  // parallel rank): exit non-zero so a supervisor restarts the server, rather than serving 503s.
+  const logFailure = m.driver.onError;
+  m.driver.onError = (e) => {
+    logFailure(e);
+    stop('engine failure', 1);
+  };
 }
