@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// Regenerates models/tiny-random: the random-weight model that makes `npx bailing generate`
-// work on a fresh clone until a trained embedded model replaces it. Run after `npm run build`.
+// Regenerates models/tiny-random: the random-weight model the tests use (the embedded default is
+// models/tiny-brown). Run after `npm run build`.
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tinyConfig, writeTinyModel } from '../dist/src/model/tiny-checkpoint.js';
@@ -31,6 +31,6 @@ writeTinyModel(dir, config, { seed: 20261126, dtype: 'BF16' });
 writeFileSync(join(dir, 'generation_config.json'), JSON.stringify({ eos_token_id: [259], pad_token_id: 256 }, null, 2) + '\n');
 writeFileSync(
   join(dir, 'README.md'),
-  '# tiny-random\n\nRandom bf16 weights of the Bailing MoE v2.5 architecture (8 layers: 6 lightning + 2 MLA, 8 experts\ntop-2 in 4 groups, shared expert, first layer dense) with a byte-level tokenizer. It exists so that\n`npx bailing generate` runs on a fresh clone; its output is not language. Regenerate with\n`npm run build && node scripts/make-tiny-random.mjs`.\n',
+  '# tiny-random\n\nRandom bf16 weights of the Bailing MoE v2.5 architecture (8 layers: 6 lightning + 2 MLA, 8 experts\ntop-2 in 4 groups, shared expert, first layer dense) with a byte-level tokenizer. The engine and server tests use it and\n`--load-format dummy` borrows its tokenizer; its output is not language (the embedded default is\nmodels/tiny-brown). Regenerate with\n`npm run build && node scripts/make-tiny-random.mjs`.\n',
 );
 console.log(`wrote ${dir}`);
