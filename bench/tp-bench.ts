@@ -15,17 +15,12 @@ import { cacheGeometry } from '../src/model/cache-spec.js';
 import { buildSpec, parseConfig } from '../src/model/config.js';
 import { dummySource } from '../src/model/dummy-source.js';
 import { Model } from '../src/model/forward.js';
-import { tinyConfig } from '../src/model/tiny-checkpoint.js';
+import { lingFlashConfig } from '../src/model/known-configs.js';
 import { loadWeights } from '../src/model/weights.js';
 
 const { values } = parseArgs({ options: { tp: { type: 'string', default: '2' }, layers: { type: 'string', default: '16' }, ctx: { type: 'string', default: '512' }, prefill: { type: 'string', default: '8192' }, out: { type: 'string' } } });
 const tp = Number(values.tp), L = Number(values.layers), ctx = Number(values.ctx), P = Number(values.prefill);
-const raw = tinyConfig({
-  vocab_size: 157184, hidden_size: 4096, intermediate_size: 9216, num_hidden_layers: L, num_attention_heads: 32, head_dim: 128,
-  layer_group_size: 8, group_norm_size: 8, first_k_dense_replace: 1, num_experts: 256, num_experts_per_tok: 8, n_group: 8, topk_group: 4,
-  moe_intermediate_size: 1024, moe_shared_expert_intermediate_size: 1024, num_shared_experts: 1, rope_theta: 1e6, max_position_embeddings: 131072,
-  q_lora_rank: 1536, kv_lora_rank: 512, qk_nope_head_dim: 128, qk_rope_head_dim: 64, v_head_dim: 128, eos_token_id: 156892, pad_token_id: 156892,
-});
+const raw = lingFlashConfig(L);
 const maxSeqs = 64, maxBatchTokens = P, blockSize = 16;
 const open = { maxSeqs, maxBatchTokens, blockSize, maxModelLen: Math.max(P, ctx) + 64, cacheTokens: maxSeqs * (ctx + 64) + P };
 const log = (s: string): void => void process.stdout.write(s + '\n');

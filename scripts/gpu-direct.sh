@@ -4,12 +4,9 @@
 # (flash cut), PyTorch eager decode at the same contexts, then the whole GPU suite.
 #   bash scripts/gpu-direct.sh [graphtest] [bench] [torch] [tests]
 set -uo pipefail
-OUT=${OUT:-/tmp/bailing-gpu}
-mkdir -p "$OUT"
-export LD_LIBRARY_PATH=/usr/local/cuda/targets/x86_64-linux/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-export BAILING_CACHE_DIR=${BAILING_CACHE_DIR:-/tmp/bailing-cache}
+source "$(dirname "$0")/gpu-env.sh"
 L="$OUT/run.log"
-{ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv; node --version; } 2>&1 | tee -a "$L"
+machine_info "$L"
 for what in "$@"; do
   echo "=== $what $(date +%T)" | tee -a "$L"
   case $what in

@@ -3,12 +3,9 @@
 # flash-bf16 prefill), every GPU test in the default mode + CLI cuda-vs-cpu, the prefill bench in
 # the three MLA modes (same process), then whole-model parity with flash-bf16.  bash scripts/gpu-mla.sh
 set -uo pipefail
-OUT=${OUT:-/tmp/bailing-gpu}
-mkdir -p "$OUT"
-export LD_LIBRARY_PATH=/usr/local/cuda/targets/x86_64-linux/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-export BAILING_CACHE_DIR=${BAILING_CACHE_DIR:-/tmp/bailing-cache}
+source "$(dirname "$0")/gpu-env.sh"
 L="$OUT/mla.log"
-{ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv; node --version; } 2>&1 | tee -a "$L"
+machine_info "$L"
 t() { echo "=== $1 $(date +%T)" | tee -a "$L"; }
 t ops
 timeout 60 node --test --test-reporter=spec --test-name-pattern=MLA dist/src/backend/cuda/ops.gpu.test.js > "$OUT/ops-mla.log" 2>&1

@@ -4,12 +4,9 @@
 # grouped kernel forced onto every prefill of ≥ 9 tokens, then 1k/8k prefill with both MoE modes in
 # one process (per-kernel profile at 8k).  bash scripts/gpu-moe.sh
 set -uo pipefail
-OUT=${OUT:-/tmp/bailing-gpu}
-mkdir -p "$OUT"
-export LD_LIBRARY_PATH=/usr/local/cuda/targets/x86_64-linux/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-export BAILING_CACHE_DIR=${BAILING_CACHE_DIR:-/tmp/bailing-cache}
+source "$(dirname "$0")/gpu-env.sh"
 L="$OUT/moe.log"
-{ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv; node --version; } 2>&1 | tee -a "$L"
+machine_info "$L"
 t() { echo "=== $1 $(date +%T)" | tee -a "$L"; }
 t ops
 timeout ${OPS_S:-60} node --test --test-reporter=spec --test-name-pattern=MoE dist/src/backend/cuda/ops.gpu.test.js > "$OUT/ops-moe.log" 2>&1

@@ -3,12 +3,9 @@
 # issue-4/7 benchmarks (bench/cuda-bench.ts) and the PyTorch eager side-by-side, in one call.
 #   bash scripts/gpu-perf.sh [tests] [flash] [flash32k] [torch] [ring]
 set -uo pipefail
-OUT=${OUT:-/tmp/bailing-gpu}
-mkdir -p "$OUT"
-export LD_LIBRARY_PATH=/usr/local/cuda/targets/x86_64-linux/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-export BAILING_CACHE_DIR=${BAILING_CACHE_DIR:-/tmp/bailing-cache}
+source "$(dirname "$0")/gpu-env.sh"
 L="$OUT/bench.log"
-{ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv; node --version; } 2>&1 | tee -a "$L"
+machine_info "$L"
 rc=0
 for what in "$@"; do
   echo "=== $what $(date +%T)" | tee -a "$L"

@@ -4,11 +4,8 @@
 #   bash scripts/gpu-run.sh [tests|bench|all]
 set -uo pipefail
 what=${1:-all}
-OUT=${OUT:-/tmp/bailing-gpu}
-mkdir -p "$OUT"
-export LD_LIBRARY_PATH=/usr/local/cuda/targets/x86_64-linux/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-export BAILING_CACHE_DIR=${BAILING_CACHE_DIR:-/tmp/bailing-cache}
-{ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv; node --version; } 2>&1 | tee "$OUT/machine.txt"
+source "$(dirname "$0")/gpu-env.sh"
+machine_info "$OUT/machine.txt"
 rc=0
 if [ "$what" = tests ] || [ "$what" = all ]; then
   node scripts/run-tests.mjs --gpu dist 2>&1 | tee "$OUT/test-gpu.log"

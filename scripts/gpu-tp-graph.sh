@@ -4,13 +4,10 @@
 # tp-bench at TP 2 on the 16-layer flash cut (decode eager vs graph at B = 1/16/64).
 #   bash scripts/gpu-tp-graph.sh [test] [bench]
 set -uo pipefail
-OUT=${OUT:-/tmp/bailing-gpu}
-mkdir -p "$OUT"
-export LD_LIBRARY_PATH=/usr/local/cuda/targets/x86_64-linux/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-export BAILING_CACHE_DIR=${BAILING_CACHE_DIR:-/tmp/bailing-cache}
+source "$(dirname "$0")/gpu-env.sh"
 export NCCL_NVLS_ENABLE=0
 L="$OUT/run.log"
-{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; node --version; } 2>&1 | tee -a "$L"
+machine_info "$L"
 for what in "$@"; do
   echo "=== $what $(date +%T)" | tee -a "$L"
   case $what in

@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { buildSpec, parseConfig, type ModelSpec } from './config.js';
 import { fmtBytes, fmtCount, formatInspect, inspectModel, type Component } from './inspect.js';
+import { lingFlashConfig } from './known-configs.js';
 import { tinyConfig, tinyTensors } from './tiny-checkpoint.js';
 import { tinyVariants } from './tiny-configs.js';
 
@@ -65,31 +66,7 @@ test('inspect: base tiny config layer plan and cache sizes', () => {
 });
 
 test('inspect: Ling-2.6-flash geometry gives 104.2B total / 7.45B active (ecosystem §6.2)', () => {
-  const spec = specOf(
-    tinyConfig({
-      hidden_size: 4096,
-      num_hidden_layers: 32,
-      layer_group_size: 8,
-      num_attention_heads: 32,
-      head_dim: 128,
-      group_norm_size: 8,
-      q_lora_rank: 1536,
-      kv_lora_rank: 512,
-      qk_nope_head_dim: 128,
-      qk_rope_head_dim: 64,
-      v_head_dim: 128,
-      num_experts: 256,
-      moe_intermediate_size: 1024,
-      num_experts_per_tok: 8,
-      n_group: 8,
-      topk_group: 4,
-      num_shared_experts: 1,
-      moe_shared_expert_intermediate_size: 1024,
-      first_k_dense_replace: 1,
-      intermediate_size: 9216,
-      vocab_size: 157184,
-    }),
-  );
+  const spec = specOf(lingFlashConfig());
   const r = inspectModel(spec, { batch: 1, context: 8192, weightBytes: 2 });
   assert.deepEqual(r.counts, { lightning: 28, mla: 4, gqa: 0, dense: 1, moe: 31 });
   const near = (x: number, want: number): boolean => Math.abs(x / want - 1) < 0.01;

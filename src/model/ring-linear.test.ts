@@ -18,6 +18,7 @@ import { Prng } from '../util/prng.js';
 import { buildSpec, parseConfig, type Compat, type ModelSpec } from './config.js';
 import { cacheGeometry } from './cache-spec.js';
 import { formatInspect, inspectModel } from './inspect.js';
+import { ringMiniConfig } from './known-configs.js';
 import { harness, kvOf, runPrompt, stateOf, type Harness } from './test-harness.js';
 import { tinyRingLinearConfig, tinyTensors, writeTinyModel } from './tiny-checkpoint.js';
 import { ringLinearVariants } from './tiny-configs.js';
@@ -26,20 +27,7 @@ import { loadWeights } from './weights.js';
 const root = mkdtempSync(join(tmpdir(), 'bailing-ring-linear-'));
 process.on('exit', () => rmSync(root, { recursive: true, force: true }));
 
-/** Ring-mini-linear-2.0 config.json, the keys of spec §3.1 verbatim. */
-const RING_MINI: Record<string, unknown> = {
-  architectures: ['BailingMoeLinearV2ForCausalLM'],
-  model_type: 'bailing_moe_linear',
-  hidden_size: 2048, intermediate_size: 5120, num_hidden_layers: 20, num_attention_heads: 16, num_key_value_heads: 4,
-  head_dim: 128, layer_group_size: 5, group_norm_size: 4, linear_silu: false, first_k_dense_replace: 1,
-  num_experts: 256, num_experts_per_tok: 8, num_shared_experts: 1, moe_intermediate_size: 512,
-  moe_shared_expert_intermediate_size: 512, n_group: 8, topk_group: 4, norm_topk_prob: true,
-  moe_router_enable_expert_bias: true, score_function: 'sigmoid', router_dtype: 'fp32', routed_scaling_factor: 2.5,
-  partial_rotary_factor: 0.5, rope_theta: 1000000, rope_scaling: null, max_position_embeddings: 131072,
-  rms_norm_eps: 1e-6, use_qk_norm: true, use_bias: false, use_qkv_bias: false, use_rmsnorm: true,
-  tie_word_embeddings: false, vocab_size: 157184, eos_token_id: 156892, pad_token_id: 156892,
-  num_nextn_predict_layers: 0, transformers_version: '4.56.1',
-};
+const RING_MINI = ringMiniConfig();
 
 const specOf = (raw: Record<string, unknown>, compat: Compat = 'default'): ModelSpec => {
   const { config, naming } = parseConfig(raw);

@@ -21,7 +21,7 @@ export interface StepPeers {
   wait(): void;
 }
 
-/** A mixed batch: any number of prefill chunks and decode tokens in one forward. */
+/** A mixed batch: prefill chunks and decode tokens of several sequences in one forward. */
 export interface StepBatch {
   readonly ids: Int32Array; // [T]
   readonly positions: Int32Array; // [T]

@@ -42,7 +42,8 @@ export function runPrompt(h: Harness, ids: readonly number[], chunk: number, seq
       },
       h.cache,
     );
-    const all = toF64(logits);
+    // Host tensors in full precision (the float64 reference); device tensors through download.
+    const all = logits.storage.kind === 'host' ? toF64(logits) : Float64Array.from(h.model.be.download(logits));
     const V = logits.shape[1];
     for (let j = 0; j < len; j++) out.push(all.slice(j * V, (j + 1) * V));
   }

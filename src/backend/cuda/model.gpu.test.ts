@@ -10,10 +10,8 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Backend } from '../backend.js';
 import { CpuBackend } from '../cpu/cpu-backend.js';
-import type { CacheSeq } from '../../cache/hybrid-cache.js';
-import { harness, type Harness } from '../../model/test-harness.js';
+import { harness, runPrompt } from '../../model/test-harness.js';
 import { writeTinyModel } from '../../model/tiny-checkpoint.js';
 import { ringLinearVariants, tinyVariants } from '../../model/tiny-configs.js';
 import { compare, fmtStats } from '../../util/compare.js';
@@ -32,39 +30,14 @@ function embeddedModels(): { name: string; dir: string }[] {
   return ['tiny-random', 'tiny-brown'].map((n) => ({ name: n, dir: join(root, 'models', n) })).filter((m) => existsSync(join(m.dir, 'config.json')));
 }
 
-/** Like test-harness runPrompt, but reads logits through be.download (device tensors). */
-function run(h: Harness, be: Backend, ids: readonly number[], chunk: number, seq?: CacheSeq): { logits: Float32Array[]; seq: CacheSeq } {
-  const s = seq ?? h.cache.allocSeq()!;
-  const start0 = s.length;
-  if (!h.cache.reserve(s, start0 + ids.length)) throw new Error('cache full');
-  const out: Float32Array[] = [];
-  for (let i = 0; i < ids.length; i += chunk) {
-    const len = Math.min(chunk, ids.length - i);
-    const ctx = start0 + i;
-    const logits = h.model.forward(
-      {
-        ids: Int32Array.from(ids.slice(i, i + len)),
-        positions: Int32Array.from({ length: len }, (_, j) => ctx + j),
-        seqs: [{ seq: s, start: 0, len, ctxStart: ctx }],
-        sampleRows: Int32Array.from({ length: len }, (_, j) => j),
-      },
-      h.cache,
-    );
-    const all = be.download(logits);
-    const V = logits.shape[1];
-    for (let j = 0; j < len; j++) out.push(all.slice(j * V, (j + 1) * V));
-  }
-  return { logits: out, seq: s };
-}
-
-function argmax(v: Float32Array): number {
+function argmax(v: ArrayLike<number>): number {
   let best = 0;
   for (let i = 1; i < v.length; i++) if (v[i] > v[best]) best = i;
   return best;
 }
 
 /** Gap between the best and second-best logit (how close a greedy choice was to a tie). */
-function margin(v: Float32Array): number {
+function margin(v: ArrayLike<number>): number {
   const s = Array.from(v).sort((a, b) => b - a);
   return s[0] - s[1];
 }
@@ -97,8 +70,8 @@ describe('cuda model parity vs cpu', { skip }, () => {
       const hg = harness(m.dir, gpu);
       const V = hc.model.spec.config.vocab_size;
       const ids = prompt(m.promptLen, Math.min(V, 90), 11);
-      const rc = run(hc, cpu, ids, 64);
-      const rg = run(hg, gpu, ids, 64);
+      const rc = runPrompt(hc, ids, 64);
+      const rg = runPrompt(hg, ids, 64);
       let worst = 0;
       for (let i = 0; i < ids.length; i++) {
         const s = compare(rg.logits[i], rc.logits[i]);
@@ -114,8 +87,8 @@ describe('cuda model parity vs cpu', { skip }, () => {
         tg.push(argmax(lg));
         minMargin = Math.min(minMargin, margin(lc));
         assert.deepEqual(tg, tc, `${m.name}: greedy tokens diverge at step ${step} (cpu margin ${margin(lc).toExponential(2)})`);
-        lc = run(hc, cpu, [tc[step]], 1, rc.seq).logits[0];
-        lg = run(hg, gpu, [tg[step]], 1, rg.seq).logits[0];
+        lc = runPrompt(hc, [tc[step]], 1, rc.seq).logits[0];
+        lg = runPrompt(hg, [tg[step]], 1, rg.seq).logits[0];
         worstDecode = Math.max(worstDecode, compare(lg, lc).nmse);
       }
       t.diagnostic(`greedy ${GREEDY_STEPS} tokens identical; decode logits worst NMSE ${worstDecode.toExponential(2)}; smallest top-2 margin ${minMargin.toExponential(2)}`);
@@ -125,9 +98,9 @@ describe('cuda model parity vs cpu', { skip }, () => {
   test('GPU: chunked prefill (7, 64) equals one prefill (base, 300 tokens)', (t) => {
     const dir = join(root, 'base');
     const ids = prompt(300, 90, 6);
-    const whole = run(harness(dir, gpu), gpu, ids, 300);
+    const whole = runPrompt(harness(dir, gpu), ids, 300);
     for (const chunk of [7, 64]) {
-      const chunked = run(harness(dir, gpu), gpu, ids, chunk);
+      const chunked = runPrompt(harness(dir, gpu), ids, chunk);
       let worst = 0;
       for (let i = 0; i < ids.length; i++) worst = Math.max(worst, compare(chunked.logits[i], whole.logits[i]).nmse);
       t.diagnostic(`chunk ${chunk}: worst NMSE ${worst.toExponential(2)}`);
