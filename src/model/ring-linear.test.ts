@@ -19,7 +19,7 @@ import { buildSpec, parseConfig, type Compat, type ModelSpec } from './config.js
 import { cacheGeometry } from './cache-spec.js';
 import { formatInspect, inspectModel } from './inspect.js';
 import { ringMiniConfig } from './known-configs.js';
-import { harness, kvOf, runPrompt, stateOf, type Harness } from './test-harness.js';
+import { forwardMixed, harness, kvOf, runPrompt, stateOf, type Harness } from './test-harness.js';
 import { tinyRingLinearConfig, tinyTensors, writeTinyModel } from './tiny-checkpoint.js';
 import { ringLinearVariants } from './tiny-configs.js';
 import { loadWeights } from './weights.js';
@@ -163,27 +163,9 @@ for (const v of ringLinearVariants) {
       const s0 = runPrompt(h, prompts[0].slice(0, 4), 4);
       const seqs = [s0.seq, h.cache.allocSeq()!, h.cache.allocSeq()!, h.cache.allocSeq()!];
       const parts = [prompts[0].slice(4), prompts[1], prompts[2], prompts[3]];
-      const ctx = [4, 0, 0, 0];
-      let start = 0;
-      const stepSeqs = parts.map((p, i) => {
-        assert.ok(h.cache.reserve(seqs[i], ctx[i] + p.length));
-        const s = { seq: seqs[i], start, len: p.length, ctxStart: ctx[i] };
-        start += p.length;
-        return s;
-      });
-      const logits = h.model.forward(
-        {
-          ids: Int32Array.from(parts.flat()),
-          positions: Int32Array.from(parts.flatMap((p, i) => p.map((_, j) => ctx[i] + j))),
-          seqs: stepSeqs,
-          sampleRows: Int32Array.from(stepSeqs.map((s) => s.start + s.len - 1)),
-        },
-        h.cache,
-      );
-      const got = toF64(logits);
-      const V = logits.shape[1];
+      const got = forwardMixed(h, seqs, parts, [4, 0, 0, 0]);
       for (let i = 0; i < prompts.length; i++) {
-        const s = compare(got.subarray(i * V, (i + 1) * V), alone[i][alone[i].length - 1], 1);
+        const s = compare(got[i], alone[i][alone[i].length - 1], 1);
         assert.ok(s.maxRel < 1e-5, `sequence ${i}: ${fmtStats(s)}`);
       }
     } finally {

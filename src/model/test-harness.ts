@@ -84,3 +84,29 @@ export function kvOf(h: Harness, seq: CacheSeq): Float64Array[] {
     return o;
   });
 }
+
+/**
+ * One forward over a mixed batch: part i continues sequence seqs[i] at position ctx[i] with
+ * parts[i] (reserving its cache). Returns the logits of each part's last row (float64).
+ */
+export function forwardMixed(h: Harness, seqs: readonly CacheSeq[], parts: readonly (readonly number[])[], ctx: readonly number[]): Float64Array[] {
+  let start = 0;
+  const stepSeqs = parts.map((p, i) => {
+    if (!h.cache.reserve(seqs[i], ctx[i] + p.length)) throw new Error('cache full');
+    const s = { seq: seqs[i], start, len: p.length, ctxStart: ctx[i] };
+    start += p.length;
+    return s;
+  });
+  const logits = h.model.forward(
+    {
+      ids: Int32Array.from(parts.flat()),
+      positions: Int32Array.from(parts.flatMap((p, i) => p.map((_, j) => ctx[i] + j))),
+      seqs: stepSeqs,
+      sampleRows: Int32Array.from(stepSeqs.map((s) => s.start + s.len - 1)),
+    },
+    h.cache,
+  );
+  const all = toF64(logits);
+  const V = logits.shape[1];
+  return parts.map((_, i) => all.slice(i * V, (i + 1) * V));
+}
