@@ -43,6 +43,15 @@ function mlaPrefillMode(v: string | undefined): MlaPrefillMode {
   return m;
 }
 
+export type LightningPrefillMode = 'tc-split' | 'tc-bf16' | 'recurrent';
+
+function lightningPrefillMode(v: string | undefined): LightningPrefillMode {
+  const modes: readonly LightningPrefillMode[] = ['tc-split', 'tc-bf16', 'recurrent'];
+  const m = modes.find((x) => x === (v || 'tc-split'));
+  assert(m !== undefined, () => `BAILING_LIGHTNING_PREFILL=${v}: expected one of ${modes.join(', ')}`);
+  return m;
+}
+
 export type MoePrefillMode = 'cublas' | 'grouped';
 
 function moePrefillMode(v: string | undefined): MoePrefillMode {
@@ -75,6 +84,8 @@ export class CudaContext {
    * on bf16-rounded activations (twice as fast, NMSE ~1e-6 per matmul).
    */
   gemmSplit = process.env.BAILING_GEMM_SPLIT !== '0';
+  /** The routed-expert prefill GEMMs' split (BAILING_MOE_SPLIT; default: gemmSplit). */
+  moeSplit = process.env.BAILING_MOE_SPLIT === undefined ? this.gemmSplit : process.env.BAILING_MOE_SPLIT !== '0';
   /**
    * MLA prefill (mlaPrefillExpanded): 'flash-split' expands K/V with an f32 GEMM and runs the
    * tensor-core flash kernel on bf16 hi + lo operands (three MMAs per product, near f32);
@@ -86,9 +97,15 @@ export class CudaContext {
    * MoE prefill (steps of at least moeGemmMinT tokens, tokens permuted by expert): 'grouped'
    * (default) one launch of our grouped GEMM per projection (moe-grouped.cu) with SiLU·mul in the
    * gate/up epilogue; 'cublas' one cuBLASLt GEMM per expert and projection (host-bound: ~2·E calls
-   * a layer). Both honour gemmSplit. BAILING_MOE_PREFILL overrides.
+   * a layer). Both honour moeSplit. BAILING_MOE_PREFILL overrides.
    */
   moePrefill: MoePrefillMode = moePrefillMode(process.env.BAILING_MOE_PREFILL);
+  /**
+   * Lightning prefill at D = 128, canonical semantics: 'tc-split' (default) the chunked tensor-core
+   * kernel on bf16 hi + lo operands (three MMAs per product, near f32); 'tc-bf16' one MMA on bf16
+   * operands (benchmarks only); 'recurrent' the token-by-token CUDA-core kernel. BAILING_LIGHTNING_PREFILL overrides.
+   */
+  lightningPrefill: LightningPrefillMode = lightningPrefillMode(process.env.BAILING_LIGHTNING_PREFILL);
   /** Smallest step (> 8 tokens) that takes the MoE prefill path; tests lower it (BAILING_MOE_GEMM_MIN_T). */
   moeGemmMinT: number = positiveInt('BAILING_MOE_GEMM_MIN_T', process.env.BAILING_MOE_GEMM_MIN_T, 512);
   /** When set, every launch is bracketed by events and timed per kernel name (costs ~µs a launch). */

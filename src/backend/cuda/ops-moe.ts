@@ -5,7 +5,7 @@
  * - 8 < T < c.moeGemmMinT (batched decode): pairs are sorted by expert on the device and cut into
  *   segments of ≤ 8 pairs, so each expert's rows are read once per segment, not per pair;
  * - T ≥ c.moeGemmMinT (prefill): tokens permuted by expert, f32-faithful hi/lo split when
- *   c.gemmSplit, then a weighted combine; c.moePrefill picks the GEMMs: 'cublas' one cuBLASLt call
+ *   c.moeSplit, then a weighted combine; c.moePrefill picks the GEMMs: 'cublas' one cuBLASLt call
  *   per expert (up, then down) on contiguous rows, 'grouped' one launch per projection of
  *   moe-grouped.cu over all experts (SiLU·mul in the gate/up epilogue).
  * Every output row is a fixed-order function of its own pair, so results do not depend on the path's
@@ -93,7 +93,7 @@ function segmented(c: CudaContext, out: Tensor, x: Tensor, ids: Tensor, weights:
 function perExpertGemm(c: CudaContext, out: Tensor, x: Tensor, ids: Tensor, weights: Tensor, w13: Tensor, w2: Tensor, E: number, K: number, C: number, Fw: number): void {
   const T = x.shape[0], n = T * K;
   const s = sortByExpert(readIds(c, ids, n), E);
-  const split = c.gemmSplit;
+  const split = c.moeSplit;
   const pairs = c.hostArg('moe-pairs', s.pairs), inv = c.hostArg('moe-inv', s.inv);
   const xh = c.scratch('moe-xh', n * C * 2), xl = split ? c.scratch('moe-xl', n * C * 2) : 0n;
   const gu = c.scratch('moe-gu', n * 2 * Fw * 4);
@@ -141,7 +141,7 @@ function ggSchedule(start: Int32Array, E: number, colTiles: number): { table: In
 function groupedGemm(c: CudaContext, out: Tensor, x: Tensor, ids: Tensor, weights: Tensor, w13: Tensor, w2: Tensor, E: number, K: number, C: number, Fw: number): void {
   const T = x.shape[0], n = T * K;
   const s = sortByExpert(readIds(c, ids, n), E);
-  const split = c.gemmSplit;
+  const split = c.moeSplit;
   const pairs = c.hostArg('moe-pairs', s.pairs), inv = c.hostArg('moe-inv', s.inv);
   const up = ggSchedule(s.start, E, Math.ceil(Fw / (GG_BN / 2))), down = ggSchedule(s.start, E, Math.ceil(C / GG_BN));
   const upS = c.hostArg('moe-gg-up', up.table), downS = c.hostArg('moe-gg-down', down.table);

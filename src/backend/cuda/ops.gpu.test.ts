@@ -179,6 +179,46 @@ describe('cuda ops vs cpu', { skip }, () => {
     }
   });
 
+  test('lightning prefill, chunked tensor-core kernel (tc-split, tc-bf16) vs CPU: tails, initial state, bf16 state, decays 0.001..8', (t) => {
+    const mode0 = gpu.c.lightningPrefill;
+    // Decays: λ ≈ 0.999 (long memory), ~1 and 8 (λ^64 underflows to 0 in f32: the state is forgotten every chunk).
+    const decays = (H: number): Float64Array => Float64Array.from({ length: H }, (_, h) => (h === H - 1 ? 8 : 0.001 * 1000 ** (h / Math.max(1, H - 2))));
+    // Tolerances (NMSE). tc-split: q, k, v, the masked scores and the state are bf16 hi + lo (≈16
+    // significant bits each, the lo·lo term dropped), fp32 accumulation: each product is off by
+    // ≲2^-16 relative, so NMSE ~1e-10; 1e-8 leaves room for long sums without hiding a wrong term
+    // (a missing decay or a wrong fragment gives NMSE ≳ 1e-3). tc-bf16: every operand rounded to 8
+    // significant bits: NMSE ~1e-5 per product; 1e-4. A bf16-rounded state flips an ulp (2^-8)
+    // where the f32 values differ across a rounding boundary: 1e-5 as the recurrent kernel's test.
+    const tols = { 'tc-split': 1e-8, 'tc-bf16': 1e-4 } as const;
+    const cases: [number, number, boolean, boolean][] = [
+      // [H, n, initial state, stateBf16]
+      [4, 1, false, false], [4, 7, true, false], [4, 63, true, true], [4, 64, false, false], [4, 65, true, false],
+      [4, 300, true, false], [4, 300, false, true], [32, 4133, true, false],
+    ];
+    try {
+      for (const [H, n, init, bf16] of cases) {
+        const D = 128;
+        const p: LightningParams = { nHeads: H, headDim: D, decay: decays(H), scale: D ** -0.5, chunk: 64, vllmPrefillQuirk: false, stateBf16: bf16 };
+        const q = rand([n, H * D]), k = rand([n, H * D]), v = rand([n, H * D]);
+        const s0 = init ? randn(H * D * D, 0.5) : new Float64Array(H * D * D);
+        const st = both([H, D, D], s0);
+        const o = out([n, H * D]);
+        cpu.ops.lightningPrefill(o.c, q.c, k.c, v.c, st.c, p);
+        for (const mode of ['tc-split', 'tc-bf16'] as const) {
+          gpu.c.lightningPrefill = mode;
+          gpu.upload(st.g, s0);
+          gpu.upload(o.g, new Float64Array(n * H * D).fill(NaN));
+          gpu.ops.lightningPrefill(o.g, q.g, k.g, v.g, st.g, p);
+          const what = `${mode} H=${H} n=${n}${init ? ' state0' : ''}${bf16 ? ' bf16-state' : ''}`;
+          check(t, `${what} o`, o, tols[mode]);
+          check(t, `${what} state`, st, bf16 ? Math.max(tols[mode], 1e-5) : tols[mode]);
+        }
+      }
+    } finally {
+      gpu.c.lightningPrefill = mode0;
+    }
+  });
+
   test('groupRmsnormGate', (t) => {
     for (const [T, C, groups] of [[1, 32, 1], [5, 32, 4], [3, 4096, 4], [2, 24, 3]]) {
       const x = rand([T, C]), g = rand([T, C]), w = rand([C]);
@@ -296,12 +336,12 @@ describe('cuda ops vs cpu', { skip }, () => {
   /** Runs the GPU MoE prefill path in each (mode, split) and checks it against `ref`. */
   const prefillModes = (t: TestContext, what: string, o: { c: Tensor; g: Tensor }, runGpu: () => void, splits: readonly boolean[]): void => {
     const c = gpu.c;
-    const saved = { mode: c.moePrefill, split: c.gemmSplit };
+    const saved = { mode: c.moePrefill, split: c.moeSplit };
     try {
       for (const mode of ['grouped', 'cublas'] as const)
         for (const split of splits) {
           c.moePrefill = mode;
-          c.gemmSplit = split;
+          c.moeSplit = split;
           gpu.upload(o.g, new Float64Array(o.g.numel).fill(NaN));
           runGpu();
           // split: near f32 like the CPU; bf16 activations: ~1e-5 per matmul
@@ -309,7 +349,7 @@ describe('cuda ops vs cpu', { skip }, () => {
         }
     } finally {
       c.moePrefill = saved.mode;
-      c.gemmSplit = saved.split;
+      c.moeSplit = saved.split;
     }
   };
 
