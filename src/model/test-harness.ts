@@ -1,7 +1,8 @@
 /** Helpers for model-level tests: load a tiny model on a backend and run prompts through it. */
-import type { Backend } from '../backend/backend.js';
+import type { Backend, Ops, RouterParams } from '../backend/backend.js';
 import { CacheSeq, HybridCache } from '../cache/hybrid-cache.js';
-import { toF64 } from '../tensor/tensor.js';
+import { routeGroups, scoreRow } from '../ops/moe/moe.js';
+import { toF64, type Tensor } from '../tensor/tensor.js';
 import type { Compat } from './config.js';
 import { cacheGeometry } from './cache-spec.js';
 import { Model } from './forward.js';
@@ -24,8 +25,11 @@ export function harness(dir: string, be: Backend, compat: Compat = 'default', ma
   return { model, cache };
 }
 
-/** Run ids through one new sequence in chunks; returns the logits of every position (float64) and the sequence. */
-export function runPrompt(h: Harness, ids: readonly number[], chunk: number, seq?: CacheSeq): { logits: Float64Array[]; seq: CacheSeq } {
+/**
+ * Run ids through one new sequence in chunks; returns the logits of every position (float64) and the
+ * sequence. `tape` (routing record/replay, below) learns where each step starts.
+ */
+export function runPrompt(h: Harness, ids: readonly number[], chunk: number, seq?: CacheSeq, tape?: RouteTape): { logits: Float64Array[]; seq: CacheSeq } {
   const s = seq ?? h.cache.allocSeq()!;
   const start0 = s.length;
   if (!h.cache.reserve(s, start0 + ids.length)) throw new Error('cache full');
@@ -33,6 +37,7 @@ export function runPrompt(h: Harness, ids: readonly number[], chunk: number, seq
   for (let i = 0; i < ids.length; i += chunk) {
     const len = Math.min(chunk, ids.length - i);
     const ctx = start0 + i;
+    tape?.beginStep(ctx);
     const logits = h.model.forward(
       {
         ids: Int32Array.from(ids.slice(i, i + len)),
@@ -109,4 +114,166 @@ export function forwardMixed(h: Harness, seqs: readonly CacheSeq[], parts: reado
   const all = toF64(logits);
   const V = logits.shape[1];
   return parts.map((_, i) => all.slice(i * V, (i + 1) * V));
+}
+
+/** One moeRoute call as the recording backend saw it. */
+interface RouteCall {
+  /** Position of row 0 (single-sequence steps, as runPrompt makes them). */
+  readonly pos0: number;
+  readonly T: number;
+  readonly E: number;
+  readonly K: number;
+  readonly ids: Int32Array;
+  /** Selection scores [T, E] (score + bias), float64 from the backend's own router logits. */
+  readonly sel: Float64Array;
+}
+
+/** Where a replaying backend's own expert choice differed from the recorded one. */
+export interface RouteFlip {
+  readonly call: number;
+  readonly pos: number;
+  /** The recorded backend's own gap between what it chose and what the other took instead (≥ 0). */
+  readonly gap: number;
+  /** max |Δ selection score| between the two backends on that row (the noise that moved the choice). */
+  readonly noise: number;
+  /** gap ≤ the largest change the noise can make to it: a near-tie, not a bug. */
+  readonly explained: boolean;
+}
+
+/**
+ * Routing record/replay for parity tests across precisions. MoE routing amplifies rounding: where
+ * two experts' scores nearly tie, a change in the last bits picks another expert and moves that
+ * row by O(1). `record(be)` keeps every moeRoute call's choice and selection scores; `replay(be)`
+ * makes another backend take the recorded experts (weights from its own scores, so only the choice
+ * is imposed; `force` false: keep its own) and lists every row where its own choice differed, with
+ * the recorded gap and the measured score noise, so a test can tell a near-tie from a bug and still
+ * compare the rest strictly. Replays must make the recorded run's calls in the same order.
+ */
+export class RouteTape {
+  readonly calls: RouteCall[] = [];
+  readonly flips: RouteFlip[] = [];
+  private pos0 = 0;
+  private next = 0;
+
+  beginStep(pos0: number): void {
+    this.pos0 = pos0;
+  }
+
+  /** Smallest gap between the K-th and (K+1)-th selection score over all recorded rows. */
+  minMargin(): number {
+    let m = Infinity;
+    for (const c of this.calls)
+      for (let t = 0; t < c.T; t++) {
+        if (c.E <= c.K) continue;
+        const row = Array.from(c.sel.subarray(t * c.E, (t + 1) * c.E)).sort((a, b) => b - a);
+        m = Math.min(m, row[c.K - 1] - row[c.K]);
+      }
+    return m;
+  }
+
+  /** The first flip in position order (the only one whose inputs were not already perturbed by another). */
+  firstFlip(): RouteFlip | null {
+    return this.flips.reduce<RouteFlip | null>((a, f) => (a === null || f.pos < a.pos || (f.pos === a.pos && f.call < a.call) ? f : a), null);
+  }
+
+  record(be: Backend): Backend {
+    return withOps(be, {
+      ...be.ops,
+      moeRoute: (ids, weights, logits, bias, p) => {
+        be.ops.moeRoute(ids, weights, logits, bias, p);
+        const [T, E] = logits.shape, K = ids.shape[1];
+        this.calls.push({ pos0: this.pos0, T, E, K, ids: Int32Array.from(down(be, ids)), sel: selection(down(be, logits), bias && down(be, bias), T, E, p) });
+      },
+    });
+  }
+
+  replay(be: Backend, force = true): Backend {
+    this.next = 0;
+    this.flips.length = 0;
+    return withOps(be, {
+      ...be.ops,
+      moeRoute: (ids, weights, logits, bias, p) => {
+        const i = this.next++;
+        const rec = this.calls[i];
+        const [T, E] = logits.shape, K = ids.shape[1];
+        if (rec === undefined || rec.T !== T || rec.E !== E || rec.K !== K) throw new Error(`RouteTape: call ${i} [${T}, ${E}] top-${K} does not match the recording`);
+        be.ops.moeRoute(ids, weights, logits, bias, p);
+        const own = down(be, ids), lv = down(be, logits);
+        const sel = selection(lv, bias && down(be, bias), T, E, p);
+        const scores = new Float64Array(E), w = new Float64Array(T * K);
+        for (let t = 0; t < T; t++) {
+          const mine = new Set(Array.from(own.subarray(t * K, (t + 1) * K)));
+          const theirs = Array.from(rec.ids.subarray(t * K, (t + 1) * K));
+          if (!theirs.every((e) => mine.has(e))) this.flips.push(flipAt(i, rec, t, mine, sel, p));
+          if (!force) continue;
+          // Their experts, our scores: the weights as this backend's router would give them.
+          scoreRow(lv, t * E, E, p.scoreFunction, scores);
+          let sum = 0;
+          for (const e of theirs) sum += scores[e];
+          const denom = p.renormalize ? sum + p.renormEps : 1;
+          theirs.forEach((e, k) => (w[t * K + k] = (scores[e] / denom) * p.routedScalingFactor));
+        }
+        if (!force) return;
+        be.upload(ids, rec.ids);
+        be.upload(weights, w);
+      },
+    });
+  }
+}
+
+function down(be: Backend, t: Tensor): Float64Array {
+  return t.storage.kind === 'host' ? toF64(t) : Float64Array.from(be.download(t));
+}
+
+/** Selection scores [T, E]: score function, plus the correction bias when there is one. */
+function selection(logits: Float64Array, bias: Float64Array | null, T: number, E: number, p: RouterParams): Float64Array {
+  const out = new Float64Array(T * E), row = new Float64Array(E);
+  for (let t = 0; t < T; t++) {
+    scoreRow(logits, t * E, E, p.scoreFunction, row);
+    for (let e = 0; e < E; e++) out[t * E + e] = row[e] + (bias ? bias[e] : 0);
+  }
+  return out;
+}
+
+/**
+ * Row t's flip: the recorded side preferred a (taken) over b (ours instead) by gap; each score moved
+ * by at most `noise`, so the choice may legitimately turn when gap ≤ 2·noise (a group choice, a sum
+ * of two scores per group, when gap ≤ 4·noise).
+ */
+function flipAt(call: number, rec: RouteCall, t: number, mine: Set<number>, sel: Float64Array, p: RouterParams): RouteFlip {
+  const { E, K } = rec;
+  const ref = rec.sel.subarray(t * E, (t + 1) * E), ours = sel.subarray(t * E, (t + 1) * E);
+  let noise = 0;
+  for (let e = 0; e < E; e++) noise = Math.max(noise, Math.abs(ours[e] - ref[e]));
+  const theirs = new Set(Array.from(rec.ids.subarray(t * K, (t + 1) * K)));
+  const lost = [...theirs].filter((e) => !mine.has(e)), gained = [...mine].filter((e) => !theirs.has(e));
+  let gap = Infinity, bound = 2 * noise;
+  const G = routeGroups(p);
+  if (G > 0) {
+    // Group-limited routing: if the kept groups differ, the flip happened at the group choice.
+    const size = E / G;
+    const groupScores = (v: Float64Array): number[] =>
+      Array.from({ length: G }, (_, g) => {
+        const m = Array.from(v.subarray(g * size, (g + 1) * size)).sort((x, y) => y - x);
+        return size === 1 ? m[0] : m[0] + m[1];
+      });
+    const kept = (gs: number[]): Set<number> => new Set(gs.map((_, g) => g).sort((x, y) => gs[y] - gs[x] || x - y).slice(0, p.topkGroup as number));
+    const gRef = groupScores(ref), keptRef = kept(gRef), keptOurs = kept(groupScores(ours));
+    for (const a of keptRef) for (const b of keptOurs) if (!keptOurs.has(a) && !keptRef.has(b)) gap = Math.min(gap, gRef[a] - gRef[b]);
+    if (gap !== Infinity) bound = 4 * noise;
+  }
+  if (gap === Infinity) for (const a of lost) for (const b of gained) gap = Math.min(gap, ref[a] - ref[b]);
+  gap = Math.abs(gap);
+  return { call, pos: rec.pos0 + t, gap, noise, explained: gap <= bound };
+}
+
+/** `be` with another op table; everything else is `be` itself (methods bound to it). */
+function withOps(be: Backend, ops: Ops): Backend {
+  return new Proxy(be, {
+    get(target, key) {
+      if (key === 'ops') return ops;
+      const v: unknown = Reflect.get(target, key, target);
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
 }
