@@ -49,7 +49,11 @@ export interface LoadModelOptions {
   readonly maxModelLen?: number;
   /** Sequences batched together (default 8). */
   readonly maxNumSeqs?: number;
-  /** Tokens per engine step (default 256). */
+  /**
+   * Tokens per engine step: the prefill chunk plus the decodes batched with it (default 8192 on a
+   * GPU, where long chunks keep the expert GEMMs on tensor cores and read each expert once per chunk;
+   * 256 on the CPU, where a step's latency is what shorter chunks buy).
+   */
   readonly maxBatchTokens?: number;
   /** Latent-cache capacity in tokens over all sequences (default maxNumSeqs × maxModelLen). */
   readonly cacheTokens?: number;
@@ -329,6 +333,9 @@ function common(r: GenerateResult): { tokenIds: readonly number[]; stoppedBy: st
   return { tokenIds: r.tokenIds, stoppedBy: r.stoppedBy, promptTokens: r.promptTokens, completionTokens: r.tokenIds.length, logprobs: r.logprobs };
 }
 
+/** Default tokens per step (LoadModelOptions.maxBatchTokens). */
+const GPU_BATCH_TOKENS = 8192, CPU_BATCH_TOKENS = 256;
+
 /** Load a model and start its engine. The returned model owns its memory: call dispose() (or `await using`). */
 export async function loadModel(options: LoadModelOptions = {}): Promise<BailingModel> {
   const dir = options.model === undefined ? embeddedModelDir() : resolve(options.model);
@@ -338,8 +345,9 @@ export async function loadModel(options: LoadModelOptions = {}): Promise<Bailing
   if (!Number.isInteger(tp) || tp < 1) throw new InvalidRequestError(`tp must be a positive integer, got ${tp}`, 'tp');
   if (tp > 1 && options.device !== 'cuda') throw new InvalidRequestError(`tp ${tp}: tensor parallelism needs --device cuda (one process per GPU over NCCL)`, 'tp');
   // tp > 1: this process is rank 0 on GPU 0; tp.ts forks the other ranks (issue 6).
-  const group = tp > 1 ? await TpGroup.start(tp, { dir }, { compat: options.compat, maxModelLen: options.maxModelLen, maxSeqs: options.maxNumSeqs, maxBatchTokens: options.maxBatchTokens, cacheTokens: options.cacheTokens }) : null;
+  const group = tp > 1 ? await TpGroup.start(tp, { dir }, { compat: options.compat, maxModelLen: options.maxModelLen, maxSeqs: options.maxNumSeqs, maxBatchTokens: options.maxBatchTokens ?? GPU_BATCH_TOKENS, cacheTokens: options.cacheTokens }) : null;
   const be = group ? group.backend() : selectBackend(options.device ?? 'auto', { threads: options.threads, dummySeed: options.loadFormat === 'dummy' ? (options.seed ?? 0) : undefined });
+  const maxBatchTokens = options.maxBatchTokens ?? (be.name === 'cuda' ? GPU_BATCH_TOKENS : CPU_BATCH_TOKENS);
   try {
     options.onProgress?.({ phase: 'tokenizer', done: 0, total: 1 });
     const opened = await openModel(dir, be, {
@@ -348,7 +356,7 @@ export async function loadModel(options: LoadModelOptions = {}): Promise<Bailing
       compat: options.compat,
       maxModelLen: options.maxModelLen,
       maxSeqs: options.maxNumSeqs,
-      maxBatchTokens: options.maxBatchTokens,
+      maxBatchTokens,
       cacheTokens: options.cacheTokens,
       loadFormat: options.loadFormat,
       tokenizerDir: join(dirname(embeddedModelDir()), 'tiny-random'),

@@ -32,7 +32,7 @@ model and runtime:
   --compat default|vllm    semantics: the official model code (default) or vLLM's exactly
   --threads N              CPU threads (default: all cores)
   --max-model-len N        context length (default min(max_position_embeddings, 4096))
-  --max-batch-tokens N     tokens per forward step (default 256)
+  --max-batch-tokens N     tokens per forward step (default 8192 on cuda, 256 on cpu)
   --tp N                   tensor parallel over N GPUs (with --device cuda; one process per GPU)
   --load-format dummy      random weights of the config's shapes made on the GPU (benchmarks;
                            --device cuda; the model dir needs only config.json)
