@@ -16,6 +16,7 @@ import { moeExpertsFast } from './ops-moe.js';
 
 const F = {
   lightning: 'src/ops/lightning/lightning.cu',
+  lightningChunked: 'src/ops/lightning/lightning-chunked.cu',
   mla: 'src/ops/mla/mla.cu',
   mlaFlash: 'src/ops/mla/mla-flash.cu',
   gqa: 'src/ops/gqa/gqa.cu',
@@ -46,6 +47,15 @@ export function cudaLightningPrefill(c: CudaContext, o: Tensor, q: Tensor, k: Te
   if (n === 0) return;
   const quirk = p.vllmPrefillQuirk ? VLLM_PREFILL_BLOCK : 0;
   const disjoint = [q, k, v].every((t) => !overlaps(c, o, t));
+  if (D === 128 && !quirk && disjoint && c.lightningPrefill !== 'recurrent' && [o, q, k, v].every((t) => c.ptr(t) % 16n === 0n)) {
+    // Chunked on tensor cores (lightning-chunked.cu): grid (head, 32-column slice of the state).
+    const split = c.lightningPrefill === 'tc-split';
+    const NP = split ? 2 : 1, C = 64, N = 32;
+    const smem = 4 * (2 * C * D + C * N) + 2 * NP * (2 * C * (D + 8) + 2 * C * (N + 8) + D * (N + 8)) + 4 * (C + 1);
+    const kern = c.kernel(F.lightningChunked, `lightning_chunked_d128_${split ? 'split' : 'bf16'}`, 'ppppppfiii');
+    c.launch(kern, [H, D / N, 1], 256, smem, [c.ptr(o), c.ptr(q), c.ptr(k), c.ptr(v), c.ptr(state), c.hostArg('lightning-decay', p.decay, 'const'), p.scale, n, H, p.stateBf16 ? 1 : 0]);
+    return;
+  }
   if (D === 128 && !quirk && disjoint) {
     const fast = c.kernel(F.lightning, 'lightning_prefill_d128_f32', 'ppppppfiii');
     c.launch(fast, [H, D / 32, 1], 32, 0, [c.ptr(o), c.ptr(q), c.ptr(k), c.ptr(v), c.ptr(state), c.hostArg('lightning-decay', p.decay, 'const'), p.scale, n, H, p.stateBf16 ? 1 : 0]);
