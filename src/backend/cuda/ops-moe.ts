@@ -17,9 +17,13 @@ import { strideGrid } from './ops-basic.js';
 
 const MOE = 'src/ops/moe/moe.cu';
 const MOE_GG = 'src/ops/moe/moe-grouped.cu';
-/** Tile of moe-grouped.cu: 64 token rows × 128 weight rows (64 features of gate + up), 128 threads. */
-const GG_BM = 64, GG_BN = 128, GG_THREADS = 128;
-const ggSmem = (split: boolean): number => 3 * ((split ? 2 : 1) * GG_BM + GG_BN) * 40 * 2;
+/**
+ * Tile of moe-grouped.cu: 128 token rows × GG_BN weight rows (GG_BN / 2 features of gate + up),
+ * GG_BN threads, 32-deep k steps in a 3-stage (split) or 4-stage (bf16) cp.async pipeline of 80-byte
+ * rows: 90 / 80 KB of shared memory, two blocks an SM.
+ */
+const GG_BM = 128, GG_BN = 128;
+const ggSmem = (split: boolean): number => (split ? 3 : 4) * ((split ? 2 : 1) * GG_BM + GG_BN) * 40 * 2;
 const SEG_MAX = 8;
 /** Token chunk of the GEMM path (bounds the permuted scratch: ~1.3 GB at C = 4096, K = 8). */
 const LT_CHUNK = 4096;
@@ -142,15 +146,17 @@ function groupedGemm(c: CudaContext, out: Tensor, x: Tensor, ids: Tensor, weight
   const T = x.shape[0], n = T * K;
   const s = sortByExpert(readIds(c, ids, n), E);
   const split = c.moeSplit;
-  const pairs = c.hostArg('moe-pairs', s.pairs), inv = c.hostArg('moe-inv', s.inv);
+  // The gate/up GEMM reads x's rows through tok (permuted row → token): x is converted to bf16
+  // hi (+ lo) once per token, not gathered into a [n, C] copy.
+  const tok = c.hostArg('moe-gg-tok', s.pairs.map((p) => Math.floor(p / K))), inv = c.hostArg('moe-inv', s.inv);
   const up = ggSchedule(s.start, E, Math.ceil(Fw / (GG_BN / 2))), down = ggSchedule(s.start, E, Math.ceil(C / GG_BN));
   const upS = c.hostArg('moe-gg-up', up.table), downS = c.hostArg('moe-gg-down', down.table);
-  const xh = c.scratch('moe-xh', n * C * 2), xl = split ? c.scratch('moe-xl', n * C * 2) : 0n;
+  const xh = c.scratch('moe-gg-xh', T * C * 2), xl = split ? c.scratch('moe-gg-xl', T * C * 2) : 0n;
   const hh = c.scratch('moe-hh', n * Fw * 2), hl = split ? c.scratch('moe-hl', n * Fw * 2) : 0n;
   const yp = c.scratch('moe-yp', n * C * 4);
-  c.launch(c.kernel(MOE, 'moe_gather_split_bf16', 'ppppiil'), strideGrid(n * C), 256, 0, [xh, xl, c.ptr(x), pairs, K, C, n]);
-  const v = split ? 'split' : 'bf16', smem = ggSmem(split), sig = 'pppppppiii';
-  c.launch(c.kernel(MOE_GG, `moe_gg_glu_${v}`, sig), [up.blocks, 1, 1], GG_THREADS, smem, [0n, hh, hl, xh, xl, c.ptr(w13), upS, up.groups, Fw, C]);
-  c.launch(c.kernel(MOE_GG, `moe_gg_down_${v}`, sig), [down.blocks, 1, 1], GG_THREADS, smem, [yp, 0n, 0n, hh, hl, c.ptr(w2), downS, down.groups, C, Fw]);
+  c.launch(c.kernel(MOE_GG, 'moe_gg_split_rows', 'pppl'), strideGrid(T * C), 256, 0, [xh, xl, c.ptr(x), T * C]);
+  const v = split ? 'split' : 'bf16', smem = ggSmem(split), sig = 'ppppppppiii';
+  c.launch(c.kernel(MOE_GG, `moe_gg_glu_${v}`, sig), [up.blocks, 1, 1], GG_BN, smem, [0n, hh, hl, xh, xl, tok, c.ptr(w13), upS, up.groups, Fw, C]);
+  c.launch(c.kernel(MOE_GG, `moe_gg_down_${v}`, sig), [down.blocks, 1, 1], GG_BN, smem, [yp, 0n, 0n, hh, hl, 0n, c.ptr(w2), downS, down.groups, C, Fw]);
   c.launch(c.kernel(MOE, 'moe_combine_perm_f32', 'pppplii'), strideGrid(T * C), 256, 0, [c.ptr(out), yp, c.ptr(weights), inv, T, K, C]);
 }

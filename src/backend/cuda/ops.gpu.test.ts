@@ -408,4 +408,60 @@ describe('cuda ops vs cpu', { skip }, () => {
       c.moeGemmMinT = minT;
     }
   });
+
+  test('MoE prefill GEMMs at real dims, skewed: 1100 tokens, one expert on all of them (9 row tiles), 243 empty', (t) => {
+    const c = gpu.c;
+    const E = 256, K = 8, C = 4096, Fw = 1024, T = 1100;
+    const used = [0, 2, 5, 17, 31, 64, 100, 101, 128, 150, 199, 230, 255];
+    const w13 = gpu.alloc('bf16', [E * 2 * Fw, C]), w2 = gpu.alloc('bf16', [E * C, Fw]);
+    const fill = c.kernel('src/backend/cuda/fill.cu', 'fill_uniform_bf16', 'pluff');
+    for (const [i, w] of [w13, w2].entries()) c.launch(fill, strideGrid(w.numel), 256, 0, [c.ptr(w), w.numel, BigInt(1991 + i), 0, Math.sqrt(3 / w.shape[1])]);
+    const pick = (w: Tensor, rows: number): Float32Array => {
+      const v = new Float32Array(used.length * rows * w.shape[1]);
+      used.forEach((e, j) => v.set(gpu.download(w.rows(e * rows, rows)), j * rows * w.shape[1]));
+      return v;
+    };
+    const w13c = cpu.alloc('bf16', [used.length * 2 * Fw, C]), w2c = cpu.alloc('bf16', [used.length * C, Fw]);
+    cpu.upload(w13c, pick(w13, 2 * Fw));
+    cpu.upload(w2c, pick(w2, C));
+    // Every token: local expert 0 first, then K − 1 skewed picks among the other 12.
+    const rest = pickIds(T, K - 1, used.slice(1).map((_, j) => j + 1));
+    const local = new Float64Array(T * K);
+    for (let i = 0; i < T; i++) local.set([0, ...rest.subarray(i * (K - 1), (i + 1) * (K - 1))], i * K);
+    const xv = randn(T * C), wv = randn(T * K);
+    const x = gpu.alloc('f32', [T, C]), wts = gpu.alloc('f32', [T, K]), idsG = gpu.alloc('i32', [T, K]), o = gpu.alloc('f32', [T, C]);
+    gpu.upload(x, xv);
+    gpu.upload(wts, wv);
+    gpu.upload(idsG, local.map((j) => used[j]));
+    // Each output row depends on its own token only: the CPU computes a sample of the tokens.
+    const sample = Array.from({ length: 12 }, (_, i) => Math.floor((i * (T - 1)) / 11));
+    const rowsOf = (v: ArrayLike<number>, w: number): Float64Array => Float64Array.from(sample.flatMap((r) => Array.from({ length: w }, (_, j) => v[r * w + j])));
+    const S = sample.length;
+    const xc = cpu.alloc('f32', [S, C]), wc = cpu.alloc('f32', [S, K]), idsC = cpu.alloc('i32', [S, K]), oc = cpu.alloc('f32', [S, C]);
+    cpu.upload(xc, rowsOf(xv, C));
+    cpu.upload(wc, rowsOf(wv, K));
+    cpu.upload(idsC, rowsOf(local, K));
+    cpu.ops.moeExperts(oc, xc, idsC, wc, w13c, w2c, Fw);
+    const want = cpu.download(oc);
+    const saved = { mode: c.moePrefill, split: c.moeSplit, minT: c.moeGemmMinT };
+    c.moeGemmMinT = 9;
+    try {
+      for (const mode of ['grouped', 'cublas'] as const)
+        for (const split of [true, false]) {
+          c.moePrefill = mode;
+          c.moeSplit = split;
+          gpu.upload(o, new Float64Array(T * C).fill(NaN));
+          gpu.ops.moeExperts(o, x, idsG, wts, w13, w2, Fw);
+          const all = gpu.download(o);
+          const got = rowsOf(all, C), s = compare(got, want), what = `skewed T=${T} ${mode}${split ? ' split' : ' bf16'}`, tol = split ? TOL_F32 : 1e-4;
+          t.diagnostic(`${what} (${S} sampled tokens): ${fmtStats(s)}`);
+          assert.ok(all.every(Number.isFinite), `${what}: non-finite output (unwritten element?)`);
+          assert.ok(s.nmse <= tol, `${what}: NMSE ${s.nmse.toExponential(2)} > ${tol} (${fmtStats(s)})`);
+        }
+    } finally {
+      c.moePrefill = saved.mode;
+      c.moeSplit = saved.split;
+      c.moeGemmMinT = saved.minT;
+    }
+  });
 });
