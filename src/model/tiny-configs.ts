@@ -78,6 +78,17 @@ export const ringLinearVariants: readonly TinyVariant[] = [
   },
 ];
 
+/**
+ * The real attention head dims (lightning head_dim 128; MLA nope 128, rope 64, v 128, kv_lora 512)
+ * in a small model: the CUDA kernels specialised to them (tensor-core lightning prefill, flash MLA)
+ * take part in whole-model parity. Not an oracle input (its fixtures would not stay small).
+ */
+export const realHeadVariant: TinyVariant = {
+  name: 'real-heads',
+  config: tinyConfig({ hidden_size: 256, num_attention_heads: 2, head_dim: 128, group_norm_size: 2, q_lora_rank: 64, kv_lora_rank: 512, qk_nope_head_dim: 128, qk_rope_head_dim: 64, v_head_dim: 128, moe_intermediate_size: 32, moe_shared_expert_intermediate_size: 32, intermediate_size: 64 }),
+  opts: { seed: 31 },
+};
+
 /** Dims of the oracle's copies: the stored outputs scale with hidden·layers + vocab per position. */
 const ORACLE_DIMS = { hidden_size: 16, vocab_size: 48 } as const;
 

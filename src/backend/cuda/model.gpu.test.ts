@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { CpuBackend } from '../cpu/cpu-backend.js';
 import { harness, RouteTape, runPrompt, type Harness, type RouteFlip } from '../../model/test-harness.js';
 import { writeTinyModel } from '../../model/tiny-checkpoint.js';
-import { ringLinearVariants, tinyVariants } from '../../model/tiny-configs.js';
+import { realHeadVariant, ringLinearVariants, tinyVariants } from '../../model/tiny-configs.js';
 import { compare, fmtStats } from '../../util/compare.js';
 import { Prng } from '../../util/prng.js';
 import { CudaBackend, cudaUnavailableReason } from './cuda-backend.js';
@@ -62,7 +62,7 @@ describe('cuda model parity vs cpu', { skip }, () => {
     rmSync(root, { recursive: true, force: true });
   });
 
-  const models = [...[...tinyVariants, ...ringLinearVariants].map((v) => ({ name: v.name, dir: join(root, v.name), write: () => writeTinyModel(join(root, v.name), v.config, v.opts), promptLen: v.name === 'base' ? 300 : 40 })), ...embeddedModels().map((m) => ({ name: `${m.name} (shipped)`, dir: m.dir, write: () => undefined, promptLen: 64 }))];
+  const models = [...[...tinyVariants, realHeadVariant, ...ringLinearVariants].map((v) => ({ name: v.name, dir: join(root, v.name), write: () => writeTinyModel(join(root, v.name), v.config, v.opts), promptLen: v.name === 'base' || v === realHeadVariant ? 300 : 40 })), ...embeddedModels().map((m) => ({ name: `${m.name} (shipped)`, dir: m.dir, write: () => undefined, promptLen: 64 }))];
 
   for (const m of models)
     test(`${m.name}: prompt logits NMSE ≤ ${NMSE_MAX}, ${GREEDY_STEPS} greedy tokens identical (CPU routing imposed; free run up to its first, explained, routing flip)`, (t) => {
