@@ -241,6 +241,31 @@ export interface Backend {
    * `tp`: under tensor parallelism every rank must run a step the same way (see StepSync).
    */
   runStep?(batch: StepShape, forward: () => Tensor, scope: readonly object[], tp?: StepSync): Tensor;
+  /**
+   * Optional: sample every row of logits [R, V] (f32, left unmodified) where they are, exactly as
+   * ops/sample/sample.ts sampleRowHost would with the same rows (ties and rounding included; only
+   * a draw or cut within ~1e-7 relative of a mass boundary may differ), and return only the result
+   * (synchronous). Absent: callers download the logits and sample on the host.
+   */
+  sampleRows?(logits: Tensor, args: SampleRowsArgs): SampleRowsResult;
+}
+
+/** Rows for Backend.sampleRows; layout and packing in ops/sample/sample.ts (packSampleRows). */
+export interface SampleRowsArgs {
+  /** [R, SAMPLE_PARAM_WORDS] f64: each row's parameters, u and penalty-list segments. */
+  readonly params: Float64Array;
+  /** Penalty token ids and counts (the rows' segments). */
+  readonly penTokens: Int32Array;
+  readonly penCounts: Int32Array;
+  /** Whether any row asks for logprobs. */
+  readonly logprobs: boolean;
+}
+
+export interface SampleRowsResult {
+  /** [R] token ids (negative: an error code, see ops/sample/sample.ts). */
+  readonly tokens: Int32Array;
+  /** [R, SAMPLE_LP_STRIDE] when args.logprobs: the token's logprob, then (token, logprob) best first. */
+  readonly logprobs: Float64Array | null;
 }
 
 /** How a step ran: eagerly, captured as a graph (and launched), or a captured graph replayed. */

@@ -14,7 +14,8 @@ import { assert } from '../util/assert.js';
 import { InvalidRequestError } from '../util/errors.js';
 import { Prng } from '../util/prng.js';
 import { StreamDecoder } from './detokenizer.js';
-import { Sampler, SamplerScratch, type SamplingParams, type TokenLogprob } from './sampler.js';
+import { packSampleRows, unpackSampleRow } from '../ops/sample/sample.js';
+import { Sampler, SamplerScratch, type SampleResult, type SamplingParams, type TokenLogprob } from './sampler.js';
 import { planStep, type SchedRequest } from './scheduler.js';
 import { StopMatcher } from './stop.js';
 
@@ -255,10 +256,17 @@ export class Engine {
     const batch = { ids, positions, seqs, sampleRows: Int32Array.from(sampleRows) };
     const logits = this.model.step(batch, this.cache);
     for (const { r, len } of parts) r.done += len;
-    const host = this.model.be.download(logits);
+    const be = this.model.be;
     const V = logits.shape[1];
     // A callback may abort another request mid-loop; it gets no more tokens.
-    sampled.forEach((r, i) => r.finish === null && this.accept(r, host.subarray(i * V, (i + 1) * V)));
+    if (be.sampleRows && logits.storage.kind === 'device' && sampled.length > 0) {
+      // Sampled where the logits are; only tokens (and asked-for logprobs) come back.
+      const res = be.sampleRows(logits, packSampleRows(sampled.map((r) => r.sampler.deviceRow())));
+      sampled.forEach((r, i) => r.finish === null && this.accept(r, r.sampler.acceptDevice(unpackSampleRow(res, i, r.req.params.logprobs, V))));
+    } else {
+      const host = be.download(logits);
+      sampled.forEach((r, i) => r.finish === null && this.accept(r, r.sampler.sample(host.subarray(i * V, (i + 1) * V))));
+    }
     return used;
   }
 
@@ -293,8 +301,7 @@ export class Engine {
     }
   }
 
-  private accept(r: Request, logits: Float32Array): void {
-    const res = r.sampler.sample(logits);
+  private accept(r: Request, res: SampleResult): void {
     const t = res.token;
     r.generated.push(t);
     r.tokens.push(t);

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { DEFAULT_SAMPLING_PARAMS, resolveSamplingParams, Sampler, SamplerScratch, topIndices, foldSeed, type SamplingParams, type SamplingParamsInput } from './sampler.js';
 import { InvalidRequestError } from '../util/errors.js';
 import { Prng } from '../util/prng.js';
+import { packSampleRows, sampleRowHost, unpackSampleRow, SAMPLE_LP_STRIDE, SAMPLE_PARAM_WORDS } from '../ops/sample/sample.js';
 
 const params = (p: SamplingParamsInput): SamplingParams => resolveSamplingParams(p);
 
@@ -261,4 +262,57 @@ test('-inf logits (masked tokens) are never drawn', () => {
   for (const p of [{}, { topP: 0.9 }, { topK: 3 }, { minP: 0.1 }]) {
     for (const t of draws({ ...p, seed: 1 }, logits, 500)) assert.ok(t === 0 || t === 2);
   }
+});
+
+test('deviceRow + acceptDevice give sample()\'s stream: same draws, penalty state and logprobs', () => {
+  const sets: SamplingParamsInput[] = [
+    { temperature: 0 },
+    { temperature: 0, repetitionPenalty: 1.4, logprobs: 3 },
+    { temperature: 0.8, seed: 3 },
+    { temperature: 1, topK: 20, topP: 0.9, seed: 4, logprobs: 5 },
+    { temperature: 1.2, topP: 0.8, minP: 0.05, seed: 5 },
+    { temperature: 0.9, repetitionPenalty: 1.3, presencePenalty: 0.5, frequencyPenalty: 0.4, seed: 6, logprobs: 0 },
+    { temperature: 1, frequencyPenalty: -0.5 }, // no seed: the fallback seed decides
+  ];
+  const rng = new Prng(77);
+  const rows = Array.from({ length: 40 }, (_, i) => randomLogits(100 + i, 300, 2));
+  for (const r of rows) for (let k = 0; k < 5; k++) r[rng.int(300)] = r[rng.int(300)]; // ties
+  for (const s of sets) {
+    const opts = { promptIds: [1, 2, 3, 250, 2], fallbackSeed: 99 };
+    const a = new Sampler(params(s), opts);
+    const b = new Sampler(params(s), opts);
+    const scratch = new SamplerScratch();
+    for (const [i, logits] of rows.entries()) {
+      const want = a.sample(logits);
+      const row = b.deviceRow();
+      assert.equal(row.u === 0, (s.temperature ?? 1) === 0, 'greedy rows draw nothing');
+      const got = b.acceptDevice(sampleRowHost(logits, row, scratch));
+      assert.deepEqual(got, want, `${JSON.stringify(s)} step ${i}`);
+    }
+    assert.equal(b.generatedCount, rows.length);
+  }
+});
+
+test('packSampleRows: parameters, u and the live penalty lists; unpackSampleRow reads the device layout', () => {
+  const s = new Sampler(params({ temperature: 0.5, topK: 7, topP: 0.9, minP: 0.1, repetitionPenalty: 1.2, frequencyPenalty: 0.3, presencePenalty: 0.2, seed: 1, logprobs: 2 }), { promptIds: [4, 4, 9] });
+  for (const t of [5, 5, 7]) s.acceptDevice({ token: t, logprob: null, topLogprobs: null });
+  const greedy = new Sampler(params({ temperature: 0 }));
+  const row = s.deviceRow();
+  const a = packSampleRows([greedy.deviceRow(), row]);
+  const P = SAMPLE_PARAM_WORDS;
+  assert.deepEqual([...a.params.subarray(0, 13)], [0, 0, 1, 0, 1, 0, 0, 0, -1, 0, 0, 0, 0]);
+  assert.deepEqual([...a.params.subarray(P, P + 9)], [0.5, 7, 0.9, 0.1, 1.2, 0.2, 0.3, row.u, 2]);
+  const [repOff, repLen, cntOff, cntLen] = a.params.subarray(P + 9, P + 13);
+  assert.deepEqual([...a.penTokens.subarray(repOff, repOff + repLen)].sort((x, y) => x - y), [4, 5, 7, 9]);
+  const counts = new Map([...a.penTokens.subarray(cntOff, cntOff + cntLen)].map((t, j) => [t, a.penCounts[cntOff + j]]));
+  assert.deepEqual(counts, new Map([[5, 2], [7, 1]]));
+  assert.ok(a.logprobs);
+  assert.ok(row.u > 0 && row.u < 1);
+
+  const lp = new Float64Array(2 * SAMPLE_LP_STRIDE);
+  lp.set([-0.5, 3, -0.25, 8, -0.5], SAMPLE_LP_STRIDE);
+  const res = { tokens: Int32Array.of(-1, 8), logprobs: lp };
+  assert.deepEqual(unpackSampleRow(res, 1, 2, 300), { token: 8, logprob: -0.5, topLogprobs: [{ token: 3, logprob: -0.25 }, { token: 8, logprob: -0.5 }] });
+  assert.deepEqual(unpackSampleRow(res, 1, null, 300), { token: 8, logprob: null, topLogprobs: null });
+  assert.throws(() => unpackSampleRow(res, 0, null, 300), /no finite maximum/);
 });

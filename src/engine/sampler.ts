@@ -1,23 +1,17 @@
 /**
  * Per-request sampling: parameters with defaults and validation, and a Sampler that turns one
- * row of logits [V] into a token.
- *
- * Order (HF generate's, and vLLM's for the penalties):
- *   1. repetition penalty over prompt + generated tokens (positive logits divided, negative
- *      multiplied), then frequency (× count) and presence (× [count>0]) penalties subtracted, over
- *      generated tokens only (OpenAI);
- *   2. temperature < 1e-5 → greedy argmax (lowest index on ties); else logits / temperature;
- *   3. top-k, then top-p on the renormalised top-k distribution (smallest prefix whose mass
- *      ≥ top_p, at least one token), then min-p (drop p < min_p · p_max);
- *   4. draw from the renormalised survivors with the request's Prng.
- * vLLM applies min-p before top-k/top-p; the two orders differ only when top_p < 1 and min_p > 0.
- *
- * Logprobs come from the distribution after penalties and temperature and before truncation
- * (log_softmax(z)), so they describe the model's preference, not the truncated support; with
- * greedy decoding the temperature is taken as 1.
+ * row of logits [V] into a token, keeping the request's state (its Prng, and the tokens the
+ * penalties look at). The row algorithm itself (order of penalties, temperature, top-k, top-p,
+ * min-p, the draw, logprobs) is ops/sample/sample.ts sampleRowHost; a backend with sampleRows
+ * runs the same algorithm on the device from deviceRow() and hands the result to acceptDevice().
  */
-import { InternalError, InvalidRequestError } from '../util/errors.js';
+import { InvalidRequestError } from '../util/errors.js';
 import { Prng } from '../util/prng.js';
+import { MAX_TOP_LOGPROBS, SampleScratch, isGreedy, sampleRowHost, type SampleResult, type SampleRow } from '../ops/sample/sample.js';
+
+export { MAX_TOP_LOGPROBS, topIndices, type SampleResult, type SampleRow, type TokenLogprob } from '../ops/sample/sample.js';
+/** Vocabulary-size scratch (one per sampler, or one shared by an engine's samplers). */
+export { SampleScratch as SamplerScratch };
 
 export interface SamplingParams {
   /** ≥ 0; 0 (below 1e-5) means greedy. */
@@ -81,8 +75,6 @@ const PARAM_NAMES: Readonly<Record<keyof SamplingParams, string>> = {
   logprobs: 'logprobs',
 };
 
-export const MAX_TOP_LOGPROBS = 20;
-
 /**
  * Fills defaults and validates; throws InvalidRequestError naming the offending field.
  * `stop` may be a string or a list of strings. `vocabSize` (when known) bounds stop_token_ids.
@@ -144,62 +136,23 @@ function bool(v: unknown, key: keyof SamplingParams): boolean {
   return v;
 }
 
-export interface TokenLogprob {
-  token: number;
-  logprob: number;
-}
-
-export interface SampleResult {
-  token: number;
-  /** Logprob of `token`; null unless params.logprobs !== null. */
-  logprob: number | null;
-  /** The params.logprobs most likely tokens, best first; null unless asked. */
-  topLogprobs: TokenLogprob[] | null;
-}
-
-/** Below this temperature sampling is greedy (vLLM's _SAMPLING_EPS), avoiding logits/0 overflow. */
-const GREEDY_EPS = 1e-5;
-/** Top-p without top-k buckets tokens by z − max z into bins this wide (nats); the last is open. */
-const NUCLEUS_BIN_WIDTH = 0.5;
-const NUCLEUS_BINS = 128;
-
-/**
- * Scratch buffers of vocabulary size. One per sampler by default; an engine that samples
- * requests one after another can share one across all of them.
- */
-export class SamplerScratch {
-  /** Penalised, tempered logits. */
-  z = new Float32Array(0);
-  /** exp(z - max z): unnormalised probabilities. */
-  e = new Float32Array(0);
-  idx = new Int32Array(0);
-  readonly bins = new Float64Array(NUCLEUS_BINS);
-
-  ensure(v: number): void {
-    if (this.z.length < v) {
-      this.z = new Float32Array(v);
-      this.e = new Float32Array(v);
-      this.idx = new Int32Array(v);
-    }
-  }
-}
-
 export interface SamplerOptions {
   /** Prompt token ids (repetition penalty context). */
   promptIds?: readonly number[];
   /** Seed used when params.seed is null (e.g. from the engine's own Prng). */
   fallbackSeed?: number;
-  scratch?: SamplerScratch;
+  scratch?: SampleScratch;
 }
 
 /** Samples one request's tokens. sample() records each chosen token for the penalties. */
 export class Sampler {
   private readonly prng: Prng;
-  private readonly scratch: SamplerScratch;
+  private readonly scratch: SampleScratch;
   /** Tokens of prompt + output (repetition penalty); only kept when that penalty is on. */
   private readonly seen: Set<number> | null;
   /** Output token counts (presence/frequency penalties). */
   private readonly counts = new Map<number, number>();
+  private readonly countsUsed: boolean;
   private generated = 0;
 
   constructor(
@@ -207,8 +160,9 @@ export class Sampler {
     opts: SamplerOptions = {},
   ) {
     this.prng = new Prng(foldSeed(params.seed ?? opts.fallbackSeed ?? 0));
-    this.scratch = opts.scratch ?? new SamplerScratch();
+    this.scratch = opts.scratch ?? new SampleScratch();
     this.seen = params.repetitionPenalty !== 1 ? new Set(opts.promptIds ?? []) : null;
+    this.countsUsed = params.frequencyPenalty !== 0 || params.presencePenalty !== 0;
   }
 
   /** Number of tokens sampled so far. */
@@ -218,136 +172,43 @@ export class Sampler {
 
   /** Chooses the next token from `logits` [V] (not modified) and records it. */
   sample(logits: Float32Array): SampleResult {
-    const V = logits.length;
-    if (V === 0) throw new InternalError('sampler: empty logits row');
-    this.scratch.ensure(V);
-    const z = this.scratch.z.subarray(0, V);
-    z.set(logits);
-    this.applyPenalties(z);
-
-    const p = this.params;
-    const greedy = p.temperature < GREEDY_EPS;
-    if (!greedy && p.temperature !== 1) for (let i = 0; i < V; i++) z[i] = z[i] / p.temperature;
-
-    let m = -Infinity;
-    let argmax = -1;
-    for (let i = 0; i < V; i++) {
-      if (z[i] > m) {
-        m = z[i];
-        argmax = i;
-      }
-    }
-    if (argmax < 0 || m === Infinity) throw new InternalError(`sampler: logits have no finite maximum (max ${m})`);
-
-    // exp over all of V is the main cost; top-k alone needs it only for its k candidates.
-    const topK = p.topK > 0 && p.topK < V;
-    let sumExp = NaN;
-    if (p.logprobs !== null || (!greedy && !topK)) {
-      const e = this.scratch.e;
-      sumExp = 0;
-      for (let i = 0; i < V; i++) sumExp += e[i] = Math.exp(z[i] - m);
-      if (!(sumExp >= 1)) throw new InternalError(`sampler: logits contain NaN (sum of exp ${sumExp})`);
-    }
-    const token = greedy ? argmax : this.draw(z, m, sumExp, topK);
-
-    let logprob: number | null = null;
-    let topLogprobs: TokenLogprob[] | null = null;
-    if (p.logprobs !== null) {
-      const lse = m + Math.log(sumExp);
-      logprob = z[token] - lse;
-      const top = topIndices(z, Math.min(p.logprobs, V), this.scratch.idx);
-      topLogprobs = Array.from(top, (t) => ({ token: t, logprob: z[t] - lse }));
-    }
-    this.record(token);
-    return { token, logprob, topLogprobs };
-  }
-
-  private applyPenalties(z: Float32Array): void {
-    const p = this.params;
-    if (this.seen !== null) {
-      const r = p.repetitionPenalty;
-      for (const t of this.seen) if (t < z.length) z[t] = z[t] > 0 ? z[t] / r : z[t] * r;
-    }
-    if (p.frequencyPenalty !== 0 || p.presencePenalty !== 0) {
-      for (const [t, c] of this.counts) if (t < z.length) z[t] -= p.frequencyPenalty * c + p.presencePenalty;
-    }
+    const res = sampleRowHost(logits, this.nextRow(), this.scratch);
+    this.record(res.token);
+    return res;
   }
 
   /**
-   * Top-k → top-p → min-p, then one draw. z is tempered, m = max z; e[i] = exp(z[i] − m) and
-   * sumExp = Σ e are filled unless only top-k is needed.
+   * The next token's row for a device sampler (Backend.sampleRows): parameters, penalty state and
+   * the uniform draw, taken from the Prng here exactly as sample() takes it. Pair each call with
+   * acceptDevice() (or drop the request: its stream ends there). The penalty lists are live views
+   * of this sampler's state: pack them before the next acceptDevice().
    */
-  private draw(z: Float32Array, m: number, sumExp: number, topK: boolean): number {
-    const p = this.params;
-    const { e, idx } = this.scratch;
-    let n = -1; // candidates idx[0..n); -1: all of V
-    if (topK) {
-      n = topIndices(z, p.topK, idx).length; // best first
-      let mass = 0;
-      for (let j = 0; j < n; j++) mass += e[idx[j]] = Math.exp(z[idx[j]] - m);
-      if (p.topP < 1) n = nucleusCut(idx, 0, n, e, 0, p.topP * mass);
-    } else if (p.topP < 1) {
-      n = this.nucleus(z, m, sumExp);
-    }
-    // min-p: p_i ≥ min_p·p_max ⇔ e_i ≥ min_p (p_max has e = 1, so the best token always stays).
-    const floor = p.minP;
-    const count = n < 0 ? z.length : n;
-    let total = 0;
-    for (let j = 0; j < count; j++) {
-      const w = e[n < 0 ? j : idx[j]];
-      if (w >= floor) total += w;
-    }
-    const u = this.prng.next() * total;
-    let cum = 0;
-    let last = -1;
-    for (let j = 0; j < count; j++) {
-      const id = n < 0 ? j : idx[j];
-      const w = e[id];
-      if (w < floor || w === 0) continue;
-      cum += w;
-      last = id;
-      if (u < cum) return id;
-    }
-    return last; // float rounding only
+  deviceRow(): SampleRow {
+    return this.nextRow();
   }
 
-  /**
-   * Top-p over all of V without sorting V: bucket tokens by z − m, find the bin where the mass
-   * (from the top) crosses top_p, take every token of the bins above it as is, and sort only that
-   * bin to place the cut. Writes the nucleus into idx and returns its size.
-   */
-  private nucleus(z: Float32Array, m: number, sumExp: number): number {
-    const { e, idx, bins } = this.scratch;
-    const V = z.length;
-    const scale = 1 / NUCLEUS_BIN_WIDTH;
-    const binOf = (i: number): number => {
-      const d = (m - z[i]) * scale; // -inf logits give Infinity: last bin
-      return d < NUCLEUS_BINS - 1 ? d | 0 : NUCLEUS_BINS - 1;
+  /** Records the token a device chose from deviceRow()'s row, as sample() records its own. */
+  acceptDevice(res: SampleResult): SampleResult {
+    this.record(res.token);
+    return res;
+  }
+
+  private nextRow(): SampleRow {
+    const p = this.params;
+    return {
+      temperature: p.temperature,
+      topK: p.topK,
+      topP: p.topP,
+      minP: p.minP,
+      repetitionPenalty: p.repetitionPenalty,
+      presencePenalty: p.presencePenalty,
+      frequencyPenalty: p.frequencyPenalty,
+      logprobs: p.logprobs,
+      // One draw per sampled token, none when greedy (the host algorithm's only use of randomness).
+      u: isGreedy(p.temperature) ? 0 : this.prng.next(),
+      seen: this.seen,
+      counts: this.countsUsed ? this.counts : null,
     };
-    bins.fill(0);
-    for (let i = 0; i < V; i++) bins[binOf(i)] += e[i];
-    const target = this.params.topP * sumExp;
-    let above = 0;
-    let B = NUCLEUS_BINS - 1;
-    for (let b = 0; b < NUCLEUS_BINS; b++) {
-      if (above + bins[b] >= target) {
-        B = b;
-        break;
-      }
-      above += bins[b];
-    }
-    // Bins above B from the front (index order), bin B from the back, then moved next to them.
-    let a = 0;
-    let back = V;
-    for (let i = 0; i < V; i++) {
-      const b = binOf(i);
-      if (b < B) idx[a++] = i;
-      else if (b === B) idx[--back] = i;
-    }
-    const c = V - back;
-    idx.copyWithin(a, back, V);
-    sortBestFirst(z, idx.subarray(a, a + c));
-    return nucleusCut(idx, a, a + c, e, above, target);
   }
 
   private record(token: number): void {
@@ -362,61 +223,4 @@ export function foldSeed(seed: number): number {
   const lo = ((seed % 4294967296) + 4294967296) % 4294967296;
   const hi = Math.floor(seed / 4294967296);
   return (lo ^ Math.imul(hi | 0, 0x9e3779b1)) >>> 0;
-}
-
-/** Better = larger value, then lower index (deterministic ties). */
-function better(z: Float32Array, a: number, b: number): boolean {
-  return z[a] > z[b] || (z[a] === z[b] && a < b);
-}
-
-/**
- * Indices of the k best entries of z, best first, written into out[0..k). Partial selection with a
- * size-k min-heap: O(V log k), no full sort.
- */
-export function topIndices(z: Float32Array, k: number, out: Int32Array = new Int32Array(k)): Int32Array {
-  const V = z.length;
-  k = Math.min(k, V);
-  const heap = out.subarray(0, k);
-  if (k === 0) return heap;
-  // heap[0] is the worst kept index.
-  const siftDown = (i: number): void => {
-    for (;;) {
-      const l = 2 * i + 1;
-      const r = l + 1;
-      let w = i;
-      if (l < k && better(z, heap[w], heap[l])) w = l;
-      if (r < k && better(z, heap[w], heap[r])) w = r;
-      if (w === i) return;
-      const t = heap[i];
-      heap[i] = heap[w];
-      heap[w] = t;
-      i = w;
-    }
-  };
-  for (let i = 0; i < k; i++) heap[i] = i;
-  for (let i = (k >> 1) - 1; i >= 0; i--) siftDown(i);
-  for (let i = k; i < V; i++) {
-    if (better(z, i, heap[0])) {
-      heap[0] = i;
-      siftDown(0);
-    }
-  }
-  sortBestFirst(z, heap);
-  return heap;
-}
-
-/**
- * idx[from..to) is best first and `cum` the mass before it: returns the end of the smallest prefix
- * whose cumulative mass reaches target (at least one token past `from`; all if rounding falls short).
- */
-function nucleusCut(idx: Int32Array, from: number, to: number, e: Float32Array, cum: number, target: number): number {
-  for (let j = from; j < to; j++) {
-    cum += e[idx[j]];
-    if (cum >= target) return j + 1;
-  }
-  return to;
-}
-
-function sortBestFirst(z: Float32Array, ids: Int32Array): void {
-  ids.sort((a, b) => (z[a] !== z[b] ? z[b] - z[a] : a - b));
 }

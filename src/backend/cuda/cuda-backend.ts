@@ -12,11 +12,12 @@ import { Tensor, dtypeBytes, fromF64, hostArrayFor, type Dtype } from '../../ten
 import { assert } from '../../util/assert.js';
 import { bf16ToF32, f16ToF32 } from '../../util/numeric.js';
 import { InternalError } from '../../util/errors.js';
-import type { Backend, Ops, StepShape, StepSync, WeightSource, WeightUse } from '../backend.js';
+import type { Backend, Ops, SampleRowsArgs, SampleRowsResult, StepShape, StepSync, WeightSource, WeightUse } from '../backend.js';
 import { CudaContext } from './context.js';
 import { CudaStepGraphs } from './step-graph.js';
 import { CudaDriver, type DeviceInfo } from './driver.js';
 import { cudaAllGatherCols, cudaAllReduceSum, type CudaTp } from './ops-collective.js';
+import { cudaSampleRows } from './ops-sample.js';
 import {
   cudaAdd,
   cudaAddRmsnorm,
@@ -127,6 +128,10 @@ export class CudaBackend implements Backend {
       return forward();
     }
     return this.graphs.run(batch, forward, scope, tp);
+  }
+
+  sampleRows(logits: Tensor, args: SampleRowsArgs): SampleRowsResult {
+    return cudaSampleRows(this.c, logits, args);
   }
 
   get device(): DeviceInfo {
