@@ -74,6 +74,17 @@ function main(): void {
     for (let i = 0; i < ua.length; i++) if (ua[i] !== ub[i]) k++;
     return k;
   };
+  /** NMSE of got vs ref (bf16 words decoded, or f32). */
+  const nmse = (a: Uint16Array | Float32Array, b: Uint16Array | Float32Array): number => {
+    const val = (v: Uint16Array | Float32Array, i: number): number => (v instanceof Uint16Array ? new Float32Array(new Uint32Array([v[i] << 16]).buffer)[0] : v[i]);
+    let num = 0, den = 0;
+    for (let i = 0; i < a.length; i += 7) {
+      const x = val(a, i), r = val(b, i);
+      num += (x - r) ** 2;
+      den += r * r;
+    }
+    return num / den;
+  };
   const results: Record<string, unknown>[] = [];
   for (const split of [true, false]) {
     const v = split ? 'split' : 'bf16';
@@ -89,27 +100,34 @@ function main(): void {
       d.dtoh(refY, yp, c.stream);
       results.push(r);
     }
-    for (const [bn, suffix, stages] of [[128, '', split ? 3 : 4]] as const) {
-      const sig = 'ppppppppiii', smem = stages * ((split ? 2 : 1) * 128 + bn) * 40 * 2;
-      const up = sched(128, F / (bn / 2)), down = sched(128, C / bn);
+    const np = split ? 2 : 1, st = split ? 3 : 4;
+    const variants = [
+      { pre: 'moe_gg', bm: 128, bn: 128, threads: 128, smem: st * (np * 128 + 128) * 40 * 2 },
+      { pre: 'moe_gw', bm: 128, bn: 256, threads: 256, smem: st * (np * 128 + 256) * 128 + 1024 },
+    ];
+    for (const { pre, bm, bn, threads, smem } of variants) {
+      const sig = 'ppppppppiii';
+      const up = sched(bm, F / (bn / 2)), down = sched(bm, C / bn);
       const conv = (): void => c.launch(c.kernel('src/ops/moe/moe-grouped.cu', 'moe_gg_split_rows', 'pppl'), strideGrid(T * C), 256, 0, [xh, lo(xl), x, T * C]);
-      const glu = (): void => c.launch(c.kernel('src/ops/moe/moe-grouped.cu', `moe_gg_glu_${v}${suffix}`, sig), [up.blocks, 1, 1], bn, smem, [0n, hh, lo(hl), xh, lo(xl), tok, w13, up.table, up.groups, F, C]);
-      const dn = (): void => c.launch(c.kernel('src/ops/moe/moe-grouped.cu', `moe_gg_down_${v}${suffix}`, sig), [down.blocks, 1, 1], bn, smem, [yp, 0n, 0n, hh, lo(hl), 0n, w2, down.table, down.groups, C, F]);
+      const glu = (): void => c.launch(c.kernel('src/ops/moe/moe-grouped.cu', `${pre}_glu_${v}`, sig), [up.blocks, 1, 1], threads, smem, [0n, hh, lo(hl), xh, lo(xl), tok, w13, up.table, up.groups, F, C]);
+      const dn = (): void => c.launch(c.kernel('src/ops/moe/moe-grouped.cu', `${pre}_down_${v}`, sig), [down.blocks, 1, 1], threads, smem, [yp, 0n, 0n, hh, lo(hl), 0n, w2, down.table, down.groups, C, F]);
       d.memsetD8(hh, 0, n * F * 2, c.stream);
       d.memsetD8(yp, 0, n * C * 4, c.stream);
-      const r: Record<string, unknown> = { variant: `bn${bn} ${v}`, gatherMs: timeIt(conv), gluMs: timeIt(glu), downMs: timeIt(dn) };
+      const r: Record<string, unknown> = { variant: `${pre} ${v}`, gatherMs: timeIt(conv), gluMs: timeIt(glu), downMs: timeIt(dn) };
       if (values.ref) {
         d.dtoh(gotH, hh, c.stream);
         d.dtoh(gotY, yp, c.stream);
         r.hDiffWords = diff(gotH, refH);
         r.yDiff = diff(gotY, refY);
+        r.hNmse = nmse(gotH, refH);
+        r.yNmse = nmse(gotY, refY);
       }
       results.push(r);
     }
   }
   for (const r of results) {
     const glu = r.gluMs as number, dn = r.downMs as number;
-    log(`${String(r.variant).padEnd(12)} gather ${(r.gatherMs as number).toFixed(3)} ms  gate/up ${glu.toFixed(3)} ms (${(upFlop / glu / 1e9).toFixed(0)} TFLOP/s)  down ${dn.toFixed(3)} ms (${(downFlop / dn / 1e9).toFixed(0)} TFLOP/s)` + ('yDiff' in r ? `  differs from ref: h ${r.hDiffWords} words, y ${r.yDiff}` : ''));
+    log(`${String(r.variant).padEnd(12)} gather ${(r.gatherMs as number).toFixed(3)} ms  gate/up ${glu.toFixed(3)} ms (${(upFlop / glu / 1e9).toFixed(0)} TFLOP/s)  down ${dn.toFixed(3)} ms (${(downFlop / dn / 1e9).toFixed(0)} TFLOP/s)` + ('yDiff' in r ? `  differs from ref: h ${r.hDiffWords} words, y ${r.yDiff}; NMSE h ${(r.hNmse as number).toExponential(1)} y ${(r.yNmse as number).toExponential(1)}` : ''));
   }
   if (values.out) writeFileSync(values.out, JSON.stringify({ device: be.device.name, E, K, C, F, T, results }, null, 2));
   be.dispose();

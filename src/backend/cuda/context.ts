@@ -132,7 +132,8 @@ export class CudaContext {
     this.ctx = driver.contextRetain(ordinal);
     this.stream = driver.streamCreate();
     this.mem = new DeviceAllocator(driver);
-    this.kernels = new KernelCache(driver, `sm_${this.info.major}${this.info.minor}`, cacheDir);
+    // sm_90 builds as sm_90a (arch-specific features: wgmma in moe-grouped.cu); such cubins run on 9.0 only.
+    this.kernels = new KernelCache(driver, `sm_${this.info.major}${this.info.minor}${this.info.major === 9 && this.info.minor === 0 ? 'a' : ''}`, cacheDir);
     this.lt = driver.ltCreate();
   }
 

@@ -24,6 +24,12 @@ const MOE_GG = 'src/ops/moe/moe-grouped.cu';
  */
 const GG_BM = 128, GG_BN = 128;
 const ggSmem = (split: boolean): number => (split ? 3 : 4) * ((split ? 2 : 1) * GG_BM + GG_BN) * 40 * 2;
+/**
+ * Hopper (sm_90a): the wgmma kernels of the same file, 128 token rows × 256 weight rows, 256
+ * threads, 64-deep k steps of 128-byte swizzled rows, 3 (split) or 4 (bf16) stages: 192 KB + 1 KB.
+ */
+const GW_BN = 256;
+const gwSmem = (split: boolean): number => (split ? 3 : 4) * ((split ? 2 : 1) * GG_BM + GW_BN) * 128 + 1024;
 const SEG_MAX = 8;
 /** Token chunk of the GEMM path (bounds the permuted scratch: ~1.3 GB at C = 4096, K = 8). */
 const LT_CHUNK = 4096;
@@ -149,14 +155,15 @@ function groupedGemm(c: CudaContext, out: Tensor, x: Tensor, ids: Tensor, weight
   // The gate/up GEMM reads x's rows through tok (permuted row → token): x is converted to bf16
   // hi (+ lo) once per token, not gathered into a [n, C] copy.
   const tok = c.hostArg('moe-gg-tok', s.pairs.map((p) => Math.floor(p / K))), inv = c.hostArg('moe-inv', s.inv);
-  const up = ggSchedule(s.start, E, Math.ceil(Fw / (GG_BN / 2))), down = ggSchedule(s.start, E, Math.ceil(C / GG_BN));
+  const hopper = c.info.major === 9 && c.info.minor === 0, bn = hopper ? GW_BN : GG_BN;
+  const up = ggSchedule(s.start, E, Math.ceil(Fw / (bn / 2))), down = ggSchedule(s.start, E, Math.ceil(C / bn));
   const upS = c.hostArg('moe-gg-up', up.table), downS = c.hostArg('moe-gg-down', down.table);
   const xh = c.scratch('moe-gg-xh', T * C * 2), xl = split ? c.scratch('moe-gg-xl', T * C * 2) : 0n;
   const hh = c.scratch('moe-hh', n * Fw * 2), hl = split ? c.scratch('moe-hl', n * Fw * 2) : 0n;
   const yp = c.scratch('moe-yp', n * C * 4);
   c.launch(c.kernel(MOE_GG, 'moe_gg_split_rows', 'pppl'), strideGrid(T * C), 256, 0, [xh, xl, c.ptr(x), T * C]);
-  const v = split ? 'split' : 'bf16', smem = ggSmem(split), sig = 'ppppppppiii';
-  c.launch(c.kernel(MOE_GG, `moe_gg_glu_${v}`, sig), [up.blocks, 1, 1], GG_BN, smem, [0n, hh, hl, xh, xl, tok, c.ptr(w13), upS, up.groups, Fw, C]);
-  c.launch(c.kernel(MOE_GG, `moe_gg_down_${v}`, sig), [down.blocks, 1, 1], GG_BN, smem, [yp, 0n, 0n, hh, hl, 0n, c.ptr(w2), downS, down.groups, C, Fw]);
+  const v = split ? 'split' : 'bf16', smem = hopper ? gwSmem(split) : ggSmem(split), pre = hopper ? 'moe_gw' : 'moe_gg', threads = hopper ? 256 : GG_BN, sig = 'ppppppppiii';
+  c.launch(c.kernel(MOE_GG, `${pre}_glu_${v}`, sig), [up.blocks, 1, 1], threads, smem, [0n, hh, hl, xh, xl, tok, c.ptr(w13), upS, up.groups, Fw, C]);
+  c.launch(c.kernel(MOE_GG, `${pre}_down_${v}`, sig), [down.blocks, 1, 1], threads, smem, [yp, 0n, 0n, hh, hl, 0n, c.ptr(w2), downS, down.groups, C, Fw]);
   c.launch(c.kernel(MOE, 'moe_combine_perm_f32', 'pppplii'), strideGrid(T * C), 256, 0, [c.ptr(out), yp, c.ptr(weights), inv, T, K, C]);
 }

@@ -222,6 +222,184 @@ MOE_GG(moe_gg_glu_bf16, true, false, 128, 4, 2)
 MOE_GG(moe_gg_down_split, false, true, 128, 3, 2)
 MOE_GG(moe_gg_down_bf16, false, false, 128, 4, 2)
 
+// ---- Hopper (sm_90a): the same grouped GEMM on wgmma. 2 warpgroups × 64 token rows, BN = 256
+// weight rows (GLU: 128 features, gate in tile columns [0, 128), up in [128, 256)), BK 64; each
+// operand row is one 128-byte line in the 128B-swizzled K-major layout wgmma reads directly from
+// shared memory (16-byte chunk c of row r at chunk c ^ (r % 8), tiles 1024-byte aligned), filled by
+// cp.async, STAGES deep: a k step issues its MMAs, waits for the previous step's, and after a barrier
+// refills that step's stage while its own MMAs run (the tensor cores see no gap between k steps).
+// The accumulators (m64n256 f32: 128 a thread) follow mma.sync's C layout per n8 block.
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define GG_WG_ON 1
+#endif
+#define GW_BM 128
+#define GW_BN 256
+#define GW_BK 64
+
+// Shared-memory matrix descriptor: 128B swizzle, 8-row groups 1024 bytes apart (SBO), LBO unused.
+__device__ __forceinline__ unsigned long long gw_desc(unsigned addr) {
+  return (unsigned long long)((addr & 0x3FFFF) >> 4) | (1ull << 16) | (64ull << 32) | (1ull << 62);
+}
+__device__ __forceinline__ void gg_wgmma_n256(float* d, unsigned long long da, unsigned long long db) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, %112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, %128, %129, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+      : "l"(da), "l"(db), "r"(1));
+}
+
+template <bool GLU, bool SPLIT, int STAGES>
+__device__ __forceinline__ void grouped_gemm_wg(float* __restrict__ y, unsigned short* __restrict__ hHi, unsigned short* __restrict__ hLo, const unsigned short* __restrict__ aHi,
+                                                const unsigned short* __restrict__ aLo, const int* __restrict__ tok, const unsigned short* __restrict__ w,
+                                                const int* __restrict__ sched, int G, int N, int Kd) {
+#ifdef GG_WG_ON
+  constexpr int NP = SPLIT ? 2 : 1;
+  constexpr int AB = GW_BM * 128, BB = GW_BN * 128, SB = NP * AB + BB;  // bytes per plane / stage
+  constexpr int AL = GW_BM * 8 / 256, BL = GW_BN * 8 / 256;              // 16-byte chunks per thread
+  extern __shared__ uint4 ggRaw[];
+  const unsigned smBase = (gg_smem(ggRaw) + 1023u) & ~1023u;  // swizzle atoms need 1024-byte alignment
+
+  const int b = blockIdx.x;
+  int lo = 0, hi = G - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) >> 1;
+    if (sched[4 * mid] <= b) lo = mid;
+    else hi = mid - 1;
+  }
+  const int* sg = sched + 4 * lo;
+  const int e = sg[1], r0 = sg[2], rows = sg[3];
+  const int rowTiles = (rows + GW_BM - 1) / GW_BM;
+  const int local = b - sg[0], ct = local / rowTiles, rt = local % rowTiles;
+  const int m0 = r0 + rt * GW_BM, mEnd = r0 + rows;
+  const int wRows = GLU ? 2 * N : N;
+  const unsigned short* we = w + (long long)e * wRows * Kd;
+
+  const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31, wq = (tid >> 5) & 3;
+  const int cr = tid >> 3, cc = tid & 7;  // load slots: rows cr + 32·i, chunk cc (k 8·cc..8·cc+7)
+  long long aOff[AL], bOff[BL];
+  bool aOk[AL], bOk[BL];
+#pragma unroll
+  for (int i = 0; i < AL; i++) {
+    const int m = m0 + cr + 32 * i;
+    aOk[i] = m < mEnd;
+    aOff[i] = aOk[i] ? (long long)(tok ? tok[m] : m) * Kd + cc * 8 : 0;
+  }
+#pragma unroll
+  for (int i = 0; i < BL; i++) {
+    const int j = cr + 32 * i;
+    int wr;
+    if constexpr (GLU) {
+      const int f = ct * (GW_BN / 2) + (j & (GW_BN / 2 - 1));
+      wr = j < GW_BN / 2 ? f : N + f;
+      bOk[i] = f < N;
+    } else {
+      wr = ct * GW_BN + j;
+      bOk[i] = wr < N;
+    }
+    bOff[i] = bOk[i] ? (long long)wr * Kd + cc * 8 : 0;
+  }
+  const unsigned sw = (unsigned)((cc ^ (cr & 7)) * 16);  // row r's chunk cc lands at chunk cc ^ (r % 8); (cr + 32i) % 8 = cr % 8
+  auto load = [&](int kt, int st) {
+    const unsigned sA = smBase + st * SB, sB = sA + NP * AB;
+    const int k0 = kt * GW_BK;
+    const bool kok = k0 + cc * 8 < Kd;  // Kd % 8 == 0
+#pragma unroll
+    for (int i = 0; i < AL; i++) {
+      const bool ok = aOk[i] && kok;
+      const long long off = ok ? aOff[i] + k0 : 0;
+      const unsigned d = sA + (cr + 32 * i) * 128 + sw;
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(aHi + off), "r"(ok ? 16 : 0) : "memory");
+      if constexpr (SPLIT) asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d + AB), "l"(aLo + off), "r"(ok ? 16 : 0) : "memory");
+    }
+#pragma unroll
+    for (int i = 0; i < BL; i++) {
+      const bool ok = bOk[i] && kok;
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sB + (cr + 32 * i) * 128 + sw), "l"(we + (ok ? bOff[i] + k0 : 0)), "r"(ok ? 16 : 0) : "memory");
+    }
+  };
+
+  float d[128];
+#pragma unroll
+  for (int i = 0; i < 128; i++) d[i] = 0.f;
+  const bool live = m0 + wg * 64 < mEnd;  // warpgroup-uniform: its 64 rows hold a token
+  const int nk = (Kd + GW_BK - 1) / GW_BK;
+#pragma unroll
+  for (int s = 0; s < STAGES - 1; s++) {
+    if (s < nk) load(s, s);
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+  }
+  for (int kt = 0; kt < nk; kt++) {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(STAGES - 2) : "memory");
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // cp.async writes → wgmma reads
+    __syncthreads();  // tile kt landed for all
+    const unsigned sA = smBase + (kt % STAGES) * SB + wg * 64 * 128, sB = smBase + (kt % STAGES) * SB + NP * AB;
+    if (live) {
+      asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#pragma unroll
+      for (int kk = 0; kk < GW_BK / 16; kk++) {
+        const unsigned long long db = gw_desc(sB + kk * 32);
+        gg_wgmma_n256(d, gw_desc(sA + kk * 32), db);
+        if constexpr (SPLIT) gg_wgmma_n256(d, gw_desc(sA + AB + kk * 32), db);
+      }
+      asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+      asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");  // tile kt − 1's MMAs done; kt's stay in flight
+    }
+    __syncthreads();  // ... in every warpgroup: tile kt − 1's stage is free; refill it while tile kt's MMAs run
+    if (kt + STAGES - 1 < nk) load(kt + STAGES - 1, (kt + STAGES - 1) % STAGES);
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+  }
+  if (live) asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+  asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+  if (!live) return;
+
+  const int g = lane >> 2, t4 = lane & 3;
+#pragma unroll
+  for (int hf = 0; hf < 2; hf++) {
+    const int m = m0 + wg * 64 + wq * 16 + g + hf * 8;
+    if (m >= mEnd) continue;
+    if constexpr (GLU) {
+#pragma unroll
+      for (int nb = 0; nb < GW_BN / 16; nb++) {
+        const int f = ct * (GW_BN / 2) + nb * 8 + 2 * t4;  // N (= F) % 8 == 0
+        if (f >= N) continue;
+        unsigned hv[2], lv[2];
+#pragma unroll
+        for (int q = 0; q < 2; q++) {
+          const float gv = d[nb * 4 + 2 * hf + q], uv = d[(nb + GW_BN / 16) * 4 + 2 * hf + q];
+          const float v = gv * sigmoidf_(gv) * uv;  // as moe_silumul_split_bf16
+          const unsigned short hb = f2bf(v);
+          hv[q] = hb;
+          lv[q] = f2bf(v - bf2f(hb));
+        }
+        const long long o = (long long)m * N + f;
+        *reinterpret_cast<unsigned*>(hHi + o) = hv[0] | (hv[1] << 16);
+        if (hLo) *reinterpret_cast<unsigned*>(hLo + o) = lv[0] | (lv[1] << 16);
+      }
+    } else {
+#pragma unroll
+      for (int nb = 0; nb < GW_BN / 8; nb++) {
+        const int n = ct * GW_BN + nb * 8 + 2 * t4;
+        if (n >= N) continue;
+        *reinterpret_cast<float2*>(y + (long long)m * N + n) = make_float2(d[nb * 4 + 2 * hf], d[nb * 4 + 2 * hf + 1]);
+      }
+    }
+  }
+#else
+  __trap();  // built for an arch without wgmma: the host picks the mma.sync kernels there
+#endif
+}
+
+// Shared memory: STAGES · (NP·128 + 256) · 128 + 1024 bytes (alignment); 256 threads.
+#define MOE_GW(NAME, GLU, SPLIT, STAGES)                                                                                                                         \
+  extern "C" __global__ void __launch_bounds__(256, 1) NAME(float* y, unsigned short* hHi, unsigned short* hLo, const unsigned short* aHi, const unsigned short* aLo, \
+                                                            const int* tok, const unsigned short* w, const int* sched, int G, int N, int Kd) {                    \
+    grouped_gemm_wg<GLU, SPLIT, STAGES>(y, hHi, hLo, aHi, aLo, tok, w, sched, G, N, Kd);                                                                         \
+  }
+MOE_GW(moe_gw_glu_split, true, true, 3)
+MOE_GW(moe_gw_glu_bf16, true, false, 4)
+MOE_GW(moe_gw_down_split, false, true, 3)
+MOE_GW(moe_gw_down_bf16, false, false, 4)
+
 // x [n, C] f32 → bf16 hi (+ lo when lo != null) per token, once: the gate/up GEMM gathers rows by tok.
 extern "C" __global__ void moe_gg_split_rows(unsigned short* hi, unsigned short* lo, const float* x, long long n) {
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
