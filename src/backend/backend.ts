@@ -9,6 +9,16 @@ import type { Dtype, HostArray, Tensor } from '../tensor/tensor.js';
 export type BackendName = 'cpu' | 'reference' | 'cuda';
 
 /**
+ * What the weight matmuls (ops.matmul, and the routed experts' projections inside moeExperts) take
+ * as input. 'f32': the activations as they are (the GPU splits them into bf16 hi + lo so its tensor
+ * cores stay f32-faithful). 'bf16': each input rounded to bf16 (nearest even) first and the products
+ * accumulated in fp32 — what a bf16 engine computes at its GEMMs, at half the tensor-core work.
+ * Norms, attention, recurrent states and the residual stream stay f32 either way. Every backend
+ * implements both exactly, so the CPU stays the GPU's reference in either mode.
+ */
+export type MatmulInputs = 'f32' | 'bf16';
+
+/**
  * Source of a weight: raw little-endian bytes of checkpoint tensors, concatenated along dim 0
  * (one part, or several when gate/up or experts are stacked; no part is over 2 GiB).
  */

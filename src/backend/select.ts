@@ -1,5 +1,5 @@
 /** Backend choice (used by the CLI and the library's loadModel; the model code never picks one). */
-import type { Backend } from './backend.js';
+import type { Backend, MatmulInputs } from './backend.js';
 import { CpuBackend } from './cpu/cpu-backend.js';
 import { CudaBackend } from './cuda/cuda-backend.js';
 import { InvalidRequestError } from '../util/errors.js';
@@ -10,24 +10,26 @@ export interface SelectOptions {
   readonly threads?: number;
   /** `--load-format dummy`: the CUDA backend makes the weights (seeded); other devices refuse. */
   readonly dummySeed?: number;
+  /** Weight-matmul inputs (backend.ts MatmulInputs; default f32). */
+  readonly matmulInputs?: MatmulInputs;
 }
 
 export function selectBackend(device: DeviceName, opts: SelectOptions = {}): Backend {
   switch (device) {
     case 'cpu':
       if (opts.dummySeed !== undefined) throw new InvalidRequestError('--load-format dummy needs --device cuda (the weights are made on the GPU)', 'load_format');
-      return new CpuBackend({ threads: opts.threads });
+      return new CpuBackend({ threads: opts.threads, matmulInputs: opts.matmulInputs });
     case 'auto':
       if (opts.dummySeed !== undefined) return selectBackend('cuda', opts);
       // A usable GPU when there is one, else the CPU; 'cuda' (below) never falls back.
       try {
-        return new CudaBackend();
+        return new CudaBackend({ matmulInputs: opts.matmulInputs });
       } catch {
-        return new CpuBackend({ threads: opts.threads });
+        return new CpuBackend({ threads: opts.threads, matmulInputs: opts.matmulInputs });
       }
     case 'cuda':
       try {
-        return new CudaBackend({ dummyWeights: opts.dummySeed !== undefined ? { seed: opts.dummySeed } : undefined });
+        return new CudaBackend({ dummyWeights: opts.dummySeed !== undefined ? { seed: opts.dummySeed } : undefined, matmulInputs: opts.matmulInputs });
       } catch (e) {
         // Fail at start, naming what is missing (library, device), never fall back silently.
         throw new InvalidRequestError(`--device cuda: no usable CUDA GPU: ${(e as Error).message}`, 'device');

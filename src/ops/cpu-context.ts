@@ -10,4 +10,6 @@ export interface CpuOpContext {
    * with the same key.
    */
   scratch(key: string, shape: readonly number[]): Tensor;
+  /** MatmulInputs 'bf16': ops that run weight matmuls through `matmul` round those inputs first. */
+  readonly bf16Inputs: boolean;
 }

@@ -3,10 +3,10 @@
  * used as matrices kept in bf16 when the checkpoint is bf16, everything else f32.
  */
 import { availableParallelism } from 'node:os';
-import { Tensor, fromF64, hostArrayFor, type Dtype } from '../../tensor/tensor.js';
+import { Tensor, f32Data, fromF64, hostArrayFor, type Dtype } from '../../tensor/tensor.js';
 import { assert } from '../../util/assert.js';
 import { f16ToF32 } from '../../util/numeric.js';
-import type { Backend, HostComm, Ops, WeightSource, WeightUse } from '../backend.js';
+import type { Backend, HostComm, MatmulInputs, Ops, WeightSource, WeightUse } from '../backend.js';
 import { cpuEmbedding } from '../../ops/embedding/cpu.js';
 import { cpuAdd, cpuGatherRows, cpuRoundBf16, cpuSilu, cpuSiluMul } from '../../ops/elementwise/cpu.js';
 import { cpuGqaAttention, cpuGqaCacheWrite } from '../../ops/gqa/cpu.js';
@@ -28,6 +28,8 @@ export interface CpuBackendOptions {
   keepBf16?: boolean;
   /** Tensor-parallel peers (tests run N CPU ranks in one process); absent: one rank. */
   comm?: HostComm;
+  /** Weight-matmul inputs (backend.ts MatmulInputs; default f32). */
+  matmulInputs?: MatmulInputs;
 }
 
 export class CpuBackend implements Backend {
@@ -45,12 +47,22 @@ export class CpuBackend implements Backend {
     this.pool = new ThreadPool(this.threads);
     const rowScratch = { row: new Float32Array(1024) };
     const matmul = (out: Tensor, x: Tensor, w: Tensor, bias: Tensor | null): void => cpuMatmul(this.pool, rowScratch, out, x, w, bias);
-    const ctx: CpuOpContext = { matmul, scratch: (key, shape) => this.scratch(key, shape) };
+    const bf16Inputs = opts.matmulInputs === 'bf16';
+    // Attention products inside the ops use ctx.matmul on activations: never rounded.
+    const ctx: CpuOpContext = { matmul, scratch: (key, shape) => this.scratch(key, shape), bf16Inputs };
     this.ops = {
       embedding: cpuEmbedding,
       rmsnorm: cpuRmsnorm,
       addRmsnorm: cpuAddRmsnorm,
-      matmul,
+      matmul: bf16Inputs
+        ? (out, x, w, bias) => {
+            const xr = this.scratch('matmul.x-bf16', x.shape);
+            const src = f32Data(x);
+            f32Data(xr).data.set(src.data.subarray(src.off, src.off + x.numel));
+            cpuRoundBf16(xr);
+            matmul(out, xr, w, bias);
+          }
+        : matmul,
       headRmsnorm: cpuHeadRmsnorm,
       rope: cpuRope,
       silu: cpuSilu,

@@ -84,6 +84,11 @@ export class CudaContext {
    * on bf16-rounded activations (twice as fast, NMSE ~1e-6 per matmul).
    */
   gemmSplit = process.env.BAILING_GEMM_SPLIT !== '0';
+  /**
+   * MatmulInputs 'bf16' (backend.ts): weight-matmul inputs rounded to bf16, one bf16 GEMM (no split);
+   * set through CudaBackendOptions.matmulInputs, which also clears gemmSplit and moeSplit.
+   */
+  bf16Inputs = false;
   /** The routed-expert prefill GEMMs' split (BAILING_MOE_SPLIT; default: gemmSplit). */
   moeSplit = process.env.BAILING_MOE_SPLIT === undefined ? this.gemmSplit : process.env.BAILING_MOE_SPLIT !== '0';
   /**

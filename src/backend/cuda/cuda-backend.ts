@@ -12,7 +12,7 @@ import { Tensor, dtypeBytes, fromF64, hostArrayFor, type Dtype } from '../../ten
 import { assert } from '../../util/assert.js';
 import { bf16ToF32, f16ToF32 } from '../../util/numeric.js';
 import { InternalError } from '../../util/errors.js';
-import type { Backend, Ops, SampleRowsArgs, SampleRowsResult, StepShape, StepSync, WeightSource, WeightUse } from '../backend.js';
+import type { Backend, MatmulInputs, Ops, SampleRowsArgs, SampleRowsResult, StepShape, StepSync, WeightSource, WeightUse } from '../backend.js';
 import { CudaContext } from './context.js';
 import { CudaStepGraphs } from './step-graph.js';
 import { CudaDriver, type DeviceInfo } from './driver.js';
@@ -62,6 +62,8 @@ export interface CudaBackendOptions {
   tp?: (c: CudaContext) => CudaTp;
   /** Replay pure decode steps as CUDA graphs (default true; BAILING_CUDA_GRAPHS=0 turns it off). */
   graphs?: boolean;
+  /** Weight-matmul inputs (backend.ts MatmulInputs; default f32: f32-faithful split GEMMs). */
+  matmulInputs?: MatmulInputs;
 }
 
 /** Why CUDA cannot be used here, or null when a device is present (tests skip on a reason). */
@@ -89,6 +91,10 @@ export class CudaBackend implements Backend {
   constructor(opts: CudaBackendOptions = {}) {
     const driver = CudaDriver.open();
     this.c = new CudaContext(driver, opts.device ?? 0, opts.cacheDir);
+    if (opts.matmulInputs === 'bf16') {
+      this.c.bf16Inputs = true;
+      this.c.gemmSplit = this.c.moeSplit = false;
+    }
     this.dummy = opts.dummyWeights ?? null;
     const c = this.c;
     this.ops = {

@@ -50,9 +50,12 @@ export function cudaMatmul(c: CudaContext, out: Tensor, x: Tensor, w: Tensor, bi
   assert(w.dtype === 'bf16' || w.dtype === 'f32', () => `matmul: weight dtype ${w.dtype}`);
   if (T === 0 || N === 0) return;
   const pb = bias ? c.ptr(bias) : 0n;
-  if (T > GEMV_MAX_T && K > 0) {
+  const gemm = T > GEMV_MAX_T && K > 0;
+  // bf16 inputs: the bf16-weight GEMM casts x itself; the GEMV and f32-weight paths read a rounded copy.
+  const px = c.bf16Inputs && !(gemm && w.dtype === 'bf16') ? roundedCopy(c, 'matmul-xr', c.ptr(x), T * K) : c.ptr(x);
+  if (gemm) {
     let ok: boolean;
-    if (w.dtype === 'f32') ok = c.gemm('f32', c.ptr(out), c.ptr(w), c.ptr(x), T, N, K);
+    if (w.dtype === 'f32') ok = c.gemm('f32', c.ptr(out), c.ptr(w), px, T, N, K);
     else if (c.gemmSplit) {
       // cuBLASLt wants A and B in one dtype: x = hi + lo in bf16, two GEMMs accumulate in fp32.
       const hi = c.scratch('matmul-xhi', T * K * 2), lo = c.scratch('matmul-xlo', T * K * 2);
@@ -69,16 +72,23 @@ export function cudaMatmul(c: CudaContext, out: Tensor, x: Tensor, w: Tensor, bi
     }
   }
   const V = w.dtype === 'bf16' ? 8 : 4; // elements per 16-byte load
-  if (T <= 8 && K % V === 0 && c.ptr(w) % 16n === 0n && c.ptr(x) % 16n === 0n) {
+  if (T <= 8 && K % V === 0 && c.ptr(w) % 16n === 0n && px % 16n === 0n) {
     // Split K over wpr warps when N rows alone give under ~32 warps per SM, keeping ≥ 2 loads a lane.
     let wpr = 1;
     while (wpr < 8 && N * wpr * 2 <= 32 * c.info.sms && (K / V) / (64 * wpr * 2) >= 1) wpr *= 2;
     const k2 = c.kernel(F.matmul, `matmul_gemv2_${w.dtype}_t${T}`, 'ppppiii');
-    c.launch(k2, [Math.ceil((N * wpr) / 8), 1, 1], 256, 0, [c.ptr(out), c.ptr(x), c.ptr(w), pb, N, K, wpr]);
+    c.launch(k2, [Math.ceil((N * wpr) / 8), 1, 1], 256, 0, [c.ptr(out), px, c.ptr(w), pb, N, K, wpr]);
     return;
   }
   const k = c.kernel(F.matmul, `matmul_gemv_${w.dtype}`, 'ppppiii');
-  c.launch(k, [Math.ceil(N / 8), 1, 1], 256, 0, [c.ptr(out), c.ptr(x), c.ptr(w), pb, T, N, K]);
+  c.launch(k, [Math.ceil(N / 8), 1, 1], 256, 0, [c.ptr(out), px, c.ptr(w), pb, T, N, K]);
+}
+
+/** n f32 values at src rounded to bf16 values into the scratch `key` (or in place when key is null). */
+export function roundedCopy(c: CudaContext, key: string | null, src: bigint, n: number): bigint {
+  const dst = key === null ? src : c.scratch(key, n * 4);
+  c.launch(c.kernel(F.matmul, 'matmul_round_f32', 'ppl'), strideGrid(n), 256, 0, [dst, src, n]);
+  return dst;
 }
 
 export function cudaEmbedding(c: CudaContext, out: Tensor, table: Tensor, global: Int32Array, piece?: VocabPiece): void {

@@ -13,7 +13,7 @@
  */
 import type { Tensor } from '../../tensor/tensor.js';
 import type { CudaContext } from './context.js';
-import { strideGrid } from './ops-basic.js';
+import { roundedCopy, strideGrid } from './ops-basic.js';
 
 const MOE = 'src/ops/moe/moe.cu';
 const MOE_GG = 'src/ops/moe/moe-grouped.cu';
@@ -71,6 +71,7 @@ export function moeExpertsFast(c: CudaContext, out: Tensor, x: Tensor, ids: Tens
   if (T <= 8) {
     const h = c.scratch('moe-h', T * K * Fw * 4), y = c.scratch('moe-y', T * K * C * 4);
     c.launch(c.kernel(MOE, 'moe_up2_bf16', 'ppppiii'), [Math.ceil(Fw / 8), T * K, 1], 256, 0, [h, c.ptr(x), c.ptr(ids), c.ptr(w13), K, C, Fw]);
+    if (c.bf16Inputs) roundedCopy(c, null, h, T * K * Fw);
     c.launch(c.kernel(MOE, 'moe_down2_bf16', 'ppppii'), [Math.ceil(C / 8), T * K, 1], 256, 0, [y, h, c.ptr(ids), c.ptr(w2), C, Fw]);
     c.launch(c.kernel(MOE, 'moe_combine_f32', 'ppplii'), strideGrid(T * C), 256, 0, [c.ptr(out), y, c.ptr(weights), T, K, C]);
     return true;
@@ -96,6 +97,7 @@ function segmented(c: CudaContext, out: Tensor, x: Tensor, ids: Tensor, weights:
   c.launch(c.kernel(MOE, 'moe_sort_seg_i32', 'pppii'), [1, 1, 1], 1024, 4 * (n + 2 * (E + 1)), [pairs, segp, c.ptr(ids), n, E]);
   const h = c.scratch('moe-h', n * Fw * 4), y = c.scratch('moe-y', n * C * 4);
   c.launch(c.kernel(MOE, 'moe_up_seg_bf16', 'pppppiii'), [Math.ceil(Fw / 8), maxSeg, 1], 256, 0, [h, c.ptr(x), pairs, segp, c.ptr(w13), K, C, Fw]);
+  if (c.bf16Inputs) roundedCopy(c, null, h, n * Fw);
   c.launch(c.kernel(MOE, 'moe_down_seg_bf16', 'pppppii'), [Math.ceil(C / 8), maxSeg, 1], 256, 0, [y, h, pairs, segp, c.ptr(w2), C, Fw]);
   c.launch(c.kernel(MOE, 'moe_combine_f32', 'ppplii'), strideGrid(T * C), 256, 0, [c.ptr(out), y, c.ptr(weights), T, K, C]);
 }

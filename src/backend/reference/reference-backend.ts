@@ -5,8 +5,8 @@
  */
 import { Tensor, fromF64, hostArrayFor, toF64, type Dtype } from '../../tensor/tensor.js';
 import { assert } from '../../util/assert.js';
-import { bf16ToF32, f16ToF32 } from '../../util/numeric.js';
-import type { Backend, Ops, WeightSource } from '../backend.js';
+import { bf16ToF32, f16ToF32, roundBf16 } from '../../util/numeric.js';
+import type { Backend, MatmulInputs, Ops, WeightSource } from '../backend.js';
 import { refAllGatherCols, refAllReduceSum } from '../../ops/collective/collective.js';
 import { refEmbedding } from '../../ops/embedding/embedding.js';
 import { refAdd, refGatherRows, refRoundBf16, refSilu, refSiluMul } from '../../ops/elementwise/elementwise.js';
@@ -45,10 +45,24 @@ export const referenceOps: Ops = {
   allGatherCols: refAllGatherCols,
 };
 
+/** referenceOps with MatmulInputs 'bf16': weight-matmul inputs rounded to bf16 first. */
+const bf16InputOps: Ops = {
+  ...referenceOps,
+  matmul: (out, x, w, bias) => {
+    const xr = new Tensor('f64', x.shape, { kind: 'host', data: toF64(x).map(roundBf16) });
+    refMatmul(out, xr, w, bias);
+  },
+  moeExperts: (out, x, ids, weights, w13, w2, ffn) => refMoeExperts(out, x, ids, weights, w13, w2, ffn, true),
+};
+
 export class ReferenceBackend implements Backend {
   readonly name = 'reference' as const;
   readonly actDtype = 'f64' as const;
-  readonly ops = referenceOps;
+  readonly ops: Ops;
+
+  constructor(opts: { matmulInputs?: MatmulInputs } = {}) {
+    this.ops = opts.matmulInputs === 'bf16' ? bf16InputOps : referenceOps;
+  }
 
   alloc(dtype: Dtype, shape: readonly number[]): Tensor {
     const n = shape.reduce((a, b) => a * b, 1);

@@ -24,6 +24,12 @@ extern "C" __global__ void matmul_gemv_f32(float* out, const float* x, const flo
   gemv(out, x, w, bias, T, N, K);
 }
 
+// out [n] = x [n] rounded to bf16 values, kept in f32 (MatmulInputs 'bf16' ahead of the GEMV and
+// f32-weight paths, and of the experts' down projections); out may be x.
+extern "C" __global__ void matmul_round_f32(float* out, const float* x, long long n) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) out[i] = round_bf(x[i]);
+}
+
 // out [n] bf16 = x [n] f32 (cuBLASLt wants both operands in the weight dtype).
 extern "C" __global__ void matmul_castx_bf16(unsigned short* out, const float* x, long long n) {
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) out[i] = f2bf(x[i]);

@@ -8,6 +8,7 @@ import { f32Data, hostView, type Tensor } from '../../tensor/tensor.js';
 import { assert } from '../../util/assert.js';
 import { sigmoid } from '../../util/numeric.js';
 import type { CpuOpContext } from '../cpu-context.js';
+import { cpuRoundBf16 } from '../elementwise/cpu.js';
 import { checkExperts, checkRoute, routeGroups, scoreRow } from './moe.js';
 
 /**
@@ -127,12 +128,14 @@ export function cpuMoeExperts(ctx: CpuOpContext, out: Tensor, x: Tensor, ids: Te
       const src = xv.off + tok[s0 + i] * C;
       xsd.set(xv.data.subarray(src, src + C), xso + i * C);
     }
+    if (ctx.bf16Inputs) cpuRoundBf16(xs.rows(0, n));
     ctx.matmul(gu.rows(0, n), xs.rows(0, n), w13.rows(e * 2 * F, 2 * F), null); // [n, 2F]
     for (let i = 0; i < n; i++)
       for (let f = 0; f < F; f++) {
         const g = gud[guo + i * 2 * F + f];
         hd[ho + i * F + f] = g * sigmoid(g) * gud[guo + i * 2 * F + F + f];
       }
+    if (ctx.bf16Inputs) cpuRoundBf16(h.rows(0, n));
     ctx.matmul(y.rows(0, n), h.rows(0, n), w2.rows(e * C, C), null); // [n, C]
     for (let i = 0; i < n; i++) {
       const dst = o.off + tok[s0 + i] * C, w = wt[s0 + i];

@@ -239,6 +239,32 @@ for (const wDtype of ['f32', 'bf16'] as const)
     }
   });
 
+test('moeExperts with bf16 inputs (MatmulInputs): cpu vs reference, x and silu(g)·u rounded the same way', () => {
+  const be = new CpuBackend({ threads: 2, matmulInputs: 'bf16' });
+  try {
+    const rng = new Prng(23);
+    for (const { T, C, F, E, K } of expertCases) {
+      const x = pair([T, C], randn(rng, T * C));
+      const ids = randomIds(rng, T, K, E - 1);
+      const w = pair([T, K], Array.from({ length: T * K }, () => rng.uniform(0.05, 1)));
+      const w13 = pair([E * 2 * F, C], randn(rng, E * 2 * F * C, 1 / Math.sqrt(C)), 'bf16');
+      const w2 = pair([E * C, F], randn(rng, E * C * F, 1 / Math.sqrt(F)), 'bf16');
+      const out = pair([T, C], new Float64Array(T * C).fill(Number.NaN)), plain = pair([T, C], new Float64Array(T * C));
+      refMoeExperts(out.ref, x.ref, ids, w.ref, w13.ref, w2.ref, F, true);
+      refMoeExperts(plain.ref, x.ref, ids, w.ref, w13.ref, w2.ref, F);
+      be.ops.moeExperts(out.cpu, x.cpu, ids, w.cpu, w13.cpu, w2.cpu, F);
+      // x rounds identically; an h value whose f32 and f64 versions straddle a rounding boundary
+      // (rare) rounds one ulp apart, so NMSE, not max relative error, bounds the agreement.
+      const s = compare(toF64(out.cpu), toF64(out.ref), 1e-2);
+      const moved = compare(toF64(plain.ref), toF64(out.ref), 1e-2);
+      assert.ok(s.nmse < 1e-9, `T=${T} C=${C}: ${fmtStats(s)}`);
+      assert.ok(moved.nmse > 1e-7, `T=${T} C=${C}: the rounding changed nothing (${fmtStats(moved)})`);
+    }
+  } finally {
+    be.dispose();
+  }
+});
+
 test('moeExperts on row views: a batch equals its rows run one at a time', () => {
   const be = new CpuBackend({ threads: 2 });
   try {

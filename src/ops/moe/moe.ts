@@ -9,7 +9,7 @@
 import type { RouterParams } from '../../backend/backend.js';
 import { checkShape, fromF64, hostView, toF64, type Tensor } from '../../tensor/tensor.js';
 import { assert } from '../../util/assert.js';
-import { sigmoid, silu } from '../../util/numeric.js';
+import { roundBf16, sigmoid, silu } from '../../util/numeric.js';
 
 /** Number of contiguous expert groups used for selection, or 0 for plain top-k. */
 export function routeGroups(p: RouterParams): number {
@@ -116,10 +116,13 @@ export function checkExperts(out: Tensor, x: Tensor, ids: Tensor, weights: Tenso
   return [T, C, K, E];
 }
 
-export function refMoeExperts(out: Tensor, x: Tensor, ids: Tensor, weights: Tensor, w13: Tensor, w2: Tensor, ffn: number): void {
+/** bf16Inputs (MatmulInputs 'bf16'): x and silu(g)·u rounded to bf16 before their projections. */
+export function refMoeExperts(out: Tensor, x: Tensor, ids: Tensor, weights: Tensor, w13: Tensor, w2: Tensor, ffn: number, bf16Inputs = false): void {
   const F = ffn;
   const [T, C, K] = checkExperts(out, x, ids, weights, w13, w2, F);
-  const xv = toF64(x), iv = toF64(ids), wv = toF64(weights), a = toF64(w13), b = toF64(w2);
+  const iv = toF64(ids), wv = toF64(weights), a = toF64(w13), b = toF64(w2);
+  const xv = bf16Inputs ? toF64(x).map(roundBf16) : toF64(x);
+  const r = bf16Inputs ? roundBf16 : (v: number): number => v;
   const o = new Float64Array(T * C);
   const h = new Float64Array(F);
   for (let t = 0; t < T; t++)
@@ -132,7 +135,7 @@ export function refMoeExperts(out: Tensor, x: Tensor, ids: Tensor, weights: Tens
           g += a[gr + c] * xv[t * C + c];
           u += a[ur + c] * xv[t * C + c];
         }
-        h[f] = silu(g) * u;
+        h[f] = r(silu(g) * u);
       }
       for (let c = 0; c < C; c++) {
         let y = 0;

@@ -1,0 +1,97 @@
+/**
+ * MatmulInputs 'bf16' on the GPU vs the CPU in the same mode: both round the same inputs to bf16,
+ * so every matmul path (GEMV T ≤ 8, cuBLASLt GEMM, f32 router weights) and every routed-expert
+ * path (decode, segmented, grouped prefill, per-expert cuBLASLt) must agree to f32 accumulation
+ * error; and the mode must differ from f32 inputs. Skips without a CUDA device.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { CpuBackend } from '../cpu/cpu-backend.js';
+import type { Dtype, Tensor } from '../../tensor/tensor.js';
+import { compare, fmtStats } from '../../util/compare.js';
+import { Prng } from '../../util/prng.js';
+import { CudaBackend, cudaUnavailableReason } from './cuda-backend.js';
+import { GEMV_MAX_T } from './ops-basic.js';
+
+const reason = cudaUnavailableReason();
+const skip = reason === null ? false : `no CUDA device: ${reason}`;
+
+/** Same rounded inputs on both sides; only the f32 accumulation order differs. */
+const TOL = 1e-9;
+/** Experts: an h value computed one f32 ulp apart can round one bf16 ulp apart (rare). */
+const TOL_EXPERTS = 1e-8;
+
+describe('cuda vs cpu with bf16 matmul inputs', { skip }, () => {
+  let cpu: CpuBackend, gpu: CudaBackend, gpuF32: CudaBackend;
+  const rng = new Prng(4242);
+  before(() => {
+    cpu = new CpuBackend({ threads: 4, matmulInputs: 'bf16' });
+    gpu = new CudaBackend({ matmulInputs: 'bf16', graphs: false });
+    gpuF32 = new CudaBackend({ graphs: false });
+  });
+  after(() => {
+    cpu?.dispose();
+    gpu?.dispose();
+    gpuF32?.dispose();
+  });
+  const both = (shape: number[], scale = 1, dtype: Dtype = 'f32'): { c: Tensor; g: Tensor; f: Tensor } => {
+    const v = Float64Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.normal() * scale);
+    const c = cpu.alloc(dtype, shape), g = gpu.alloc(dtype, shape), f = gpuF32.alloc(dtype, shape);
+    cpu.upload(c, v);
+    gpu.upload(g, v);
+    gpuF32.upload(f, v);
+    return { c, g, f };
+  };
+  const outs = (shape: number[]): { c: Tensor; g: Tensor; f: Tensor } => {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const r = { c: cpu.alloc('f32', shape), g: gpu.alloc('f32', shape), f: gpuF32.alloc('f32', shape) };
+    gpu.upload(r.g, new Float64Array(n).fill(NaN));
+    return r;
+  };
+
+  test('matmul: GEMV, GEMM, f32 and bf16 weights', (t) => {
+    for (const [T, N, K] of [[1, 64, 256], [GEMV_MAX_T, 100, 4096], [GEMV_MAX_T + 1, 48, 40], [300, 96, 512]] as const)
+      for (const wd of ['f32', 'bf16'] as const) {
+        const x = both([T, K]), w = both([N, K], 1 / Math.sqrt(K), wd), o = outs([T, N]);
+        cpu.ops.matmul(o.c, x.c, w.c, null);
+        gpu.ops.matmul(o.g, x.g, w.g, null);
+        gpuF32.ops.matmul(o.f, x.f, w.f, null);
+        const got = gpu.download(o.g), want = cpu.download(o.c);
+        const s = compare(got, want), moved = compare(gpuF32.download(o.f), want);
+        t.diagnostic(`T=${T} N=${N} K=${K} ${wd}: ${fmtStats(s)}; f32 inputs: NMSE ${moved.nmse.toExponential(2)}`);
+        assert.ok(got.every(Number.isFinite) && s.nmse <= TOL, `T=${T} N=${N} K=${K} ${wd}: ${fmtStats(s)}`);
+        assert.ok(moved.nmse > 1e-7, `T=${T} N=${N} K=${K} ${wd}: the GPU's bf16 mode looks like its f32 mode`);
+      }
+  });
+
+  test('routed experts: decode (T ≤ 8), segmented, grouped prefill and per-expert cuBLASLt', (t) => {
+    const E = 16, K = 4, C = 256, F = 128;
+    const w13 = both([E * 2 * F, C], 1 / Math.sqrt(C), 'bf16'), w2 = both([E * C, F], 1 / Math.sqrt(F), 'bf16');
+    const saved = { minT: gpu.c.moeGemmMinT, mode: gpu.c.moePrefill };
+    try {
+      for (const [T, path] of [[1, 'decode'], [6, 'decode'], [40, 'segmented'], [300, 'grouped'], [300, 'cublas']] as const) {
+        gpu.c.moeGemmMinT = path === 'grouped' || path === 'cublas' ? 9 : 512;
+        if (path === 'grouped' || path === 'cublas') gpu.c.moePrefill = path;
+        const x = both([T, C]);
+        const idv = Array.from({ length: T }, () => {
+          const row = new Set<number>();
+          while (row.size < K) row.add(rng.int(E - 1));
+          return [...row];
+        }).flat();
+        const ids = { c: cpu.alloc('i32', [T, K]), g: gpu.alloc('i32', [T, K]) };
+        cpu.upload(ids.c, idv);
+        gpu.upload(ids.g, idv);
+        const wts = both([T, K], 0.3);
+        const o = outs([T, C]);
+        cpu.ops.moeExperts(o.c, x.c, ids.c, wts.c, w13.c, w2.c, F);
+        gpu.ops.moeExperts(o.g, x.g, ids.g, wts.g, w13.g, w2.g, F);
+        const got = gpu.download(o.g), s = compare(got, cpu.download(o.c));
+        t.diagnostic(`T=${T} ${path}: ${fmtStats(s)}`);
+        assert.ok(got.every(Number.isFinite) && s.nmse <= TOL_EXPERTS, `T=${T} ${path}: ${fmtStats(s)}`);
+      }
+    } finally {
+      gpu.c.moeGemmMinT = saved.minT;
+      gpu.c.moePrefill = saved.mode;
+    }
+  });
+});
