@@ -51,11 +51,14 @@ export function cudaMatmul(c: CudaContext, out: Tensor, x: Tensor, w: Tensor, bi
   if (T === 0 || N === 0) return;
   const pb = bias ? c.ptr(bias) : 0n;
   const gemm = T > GEMV_MAX_T && K > 0;
-  // bf16 inputs: the bf16-weight GEMM casts x itself; the GEMV and f32-weight paths read a rounded copy.
-  const px = c.bf16Inputs && !(gemm && w.dtype === 'bf16') ? roundedCopy(c, 'matmul-xr', c.ptr(x), T * K) : c.ptr(x);
+  const V = w.dtype === 'bf16' ? 8 : 4; // elements per 16-byte load
+  const gemv2 = !gemm && T <= 8 && K % V === 0 && c.ptr(w) % 16n === 0n && c.ptr(x) % 16n === 0n;
+  // bf16 inputs: the bf16-weight GEMM casts x itself and the v2 GEMV rounds x as it reads it; the
+  // f32-weight GEMM and the v1 GEMV read a rounded copy.
+  const rounded = (): bigint => (c.bf16Inputs ? roundedCopy(c, 'matmul-xr', c.ptr(x), T * K) : c.ptr(x));
   if (gemm) {
     let ok: boolean;
-    if (w.dtype === 'f32') ok = c.gemm('f32', c.ptr(out), c.ptr(w), px, T, N, K);
+    if (w.dtype === 'f32') ok = c.gemm('f32', c.ptr(out), c.ptr(w), rounded(), T, N, K);
     else if (c.gemmSplit) {
       // cuBLASLt wants A and B in one dtype: x = hi + lo in bf16, two GEMMs accumulate in fp32.
       const hi = c.scratch('matmul-xhi', T * K * 2), lo = c.scratch('matmul-xlo', T * K * 2);
@@ -71,17 +74,16 @@ export function cudaMatmul(c: CudaContext, out: Tensor, x: Tensor, w: Tensor, bi
       return;
     }
   }
-  const V = w.dtype === 'bf16' ? 8 : 4; // elements per 16-byte load
-  if (T <= 8 && K % V === 0 && c.ptr(w) % 16n === 0n && px % 16n === 0n) {
+  if (gemv2) {
     // Split K over wpr warps when N rows alone give under ~32 warps per SM, keeping ≥ 2 loads a lane.
     let wpr = 1;
     while (wpr < 8 && N * wpr * 2 <= 32 * c.info.sms && (K / V) / (64 * wpr * 2) >= 1) wpr *= 2;
-    const k2 = c.kernel(F.matmul, `matmul_gemv2_${w.dtype}_t${T}`, 'ppppiii');
-    c.launch(k2, [Math.ceil((N * wpr) / 8), 1, 1], 256, 0, [c.ptr(out), px, c.ptr(w), pb, N, K, wpr]);
+    const k2 = c.kernel(F.matmul, `matmul_gemv2_${w.dtype}_t${T}`, 'ppppiiii');
+    c.launch(k2, [Math.ceil((N * wpr) / 8), 1, 1], 256, 0, [c.ptr(out), c.ptr(x), c.ptr(w), pb, N, K, wpr, c.bf16Inputs ? 1 : 0]);
     return;
   }
   const k = c.kernel(F.matmul, `matmul_gemv_${w.dtype}`, 'ppppiii');
-  c.launch(k, [Math.ceil(N / 8), 1, 1], 256, 0, [c.ptr(out), px, c.ptr(w), pb, T, N, K]);
+  c.launch(k, [Math.ceil(N / 8), 1, 1], 256, 0, [c.ptr(out), rounded(), c.ptr(w), pb, T, N, K]);
 }
 
 /** n f32 values at src rounded to bf16 values into the scratch `key` (or in place when key is null). */

@@ -63,8 +63,9 @@ __device__ __forceinline__ void unpack16(const uint4 u, float (&f)[4]) {
   f[0] = __uint_as_float(u.x); f[1] = __uint_as_float(u.y); f[2] = __uint_as_float(u.z); f[3] = __uint_as_float(u.w);
 }
 
+// rx (MatmulInputs 'bf16'): x rounded to bf16 as it is read, instead of a rounded copy first.
 template <int V, int T>
-__device__ __forceinline__ void fma16(float (&acc)[T], const uint4 u, const float* __restrict__ x, long long col, int K) {
+__device__ __forceinline__ void fma16(float (&acc)[T], const uint4 u, const float* __restrict__ x, long long col, int K, bool rx) {
   float wf[V];
   unpack16(u, wf);
 #pragma unroll
@@ -72,14 +73,15 @@ __device__ __forceinline__ void fma16(float (&acc)[T], const uint4 u, const floa
     const float4* xp = (const float4*)(x + (long long)t * K + col);
 #pragma unroll
     for (int j = 0; j < V / 4; j++) {
-      const float4 a = xp[j];
+      float4 a = xp[j];
+      if (rx) a = make_float4(round_bf(a.x), round_bf(a.y), round_bf(a.z), round_bf(a.w));
       acc[t] += wf[4 * j] * a.x + wf[4 * j + 1] * a.y + wf[4 * j + 2] * a.z + wf[4 * j + 3] * a.w;
     }
   }
 }
 
 template <typename W, int T>
-__device__ void gemv2(float* __restrict__ out, const float* __restrict__ x, const W* __restrict__ w, const float* __restrict__ bias, int N, int K, int wpr) {
+__device__ void gemv2(float* __restrict__ out, const float* __restrict__ x, const W* __restrict__ w, const float* __restrict__ bias, int N, int K, int wpr, int rx) {
   constexpr int V = 16 / sizeof(W);
   __shared__ float red[8][T];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -96,9 +98,9 @@ __device__ void gemv2(float* __restrict__ out, const float* __restrict__ x, cons
 #pragma unroll
       for (int j = 0; j < 4; j++) u[j] = wr[c + j * stride];
 #pragma unroll
-      for (int j = 0; j < 4; j++) fma16<V, T>(acc, u[j], x, (long long)(c + j * stride) * V, K);
+      for (int j = 0; j < 4; j++) fma16<V, T>(acc, u[j], x, (long long)(c + j * stride) * V, K, rx);
     }
-    for (; c < nv; c += stride) fma16<V, T>(acc, wr[c], x, (long long)c * V, K);
+    for (; c < nv; c += stride) fma16<V, T>(acc, wr[c], x, (long long)c * V, K, rx);
   }
 #pragma unroll
   for (int t = 0; t < T; t++) acc[t] = warp_sum(acc[t]);
@@ -124,11 +126,11 @@ __device__ void gemv2(float* __restrict__ out, const float* __restrict__ x, cons
 }
 
 #define GEMV2(T)                                                                                                                     \
-  extern "C" __global__ void __launch_bounds__(256) matmul_gemv2_bf16_t##T(float* out, const float* x, const unsigned short* w, const float* bias, int N, int K, int wpr) { \
-    gemv2<unsigned short, T>(out, x, w, bias, N, K, wpr);                                                                            \
+  extern "C" __global__ void __launch_bounds__(256) matmul_gemv2_bf16_t##T(float* out, const float* x, const unsigned short* w, const float* bias, int N, int K, int wpr, int rx) { \
+    gemv2<unsigned short, T>(out, x, w, bias, N, K, wpr, rx);                                                                            \
   }                                                                                                                                  \
-  extern "C" __global__ void __launch_bounds__(256) matmul_gemv2_f32_t##T(float* out, const float* x, const float* w, const float* bias, int N, int K, int wpr) { \
-    gemv2<float, T>(out, x, w, bias, N, K, wpr);                                                                                     \
+  extern "C" __global__ void __launch_bounds__(256) matmul_gemv2_f32_t##T(float* out, const float* x, const float* w, const float* bias, int N, int K, int wpr, int rx) { \
+    gemv2<float, T>(out, x, w, bias, N, K, wpr, rx);                                                                                     \
   }
 GEMV2(1)
 GEMV2(2)
