@@ -6,7 +6,7 @@
  *
  *   node dist/bench/cuda-bench.js --geometry flash|ring-mini [--decode 1,8,64,256] [--ctx 1024,32768]
  *        [--prefill 1024,8192,32768] [--chunk 4096] [--profile] [--graphs] [--split 0|1]
- *        [--mla absorbed,flash-split,flash-bf16] [--moe cublas,grouped] [--out FILE]
+ *        [--mla absorbed,flash-split,flash-bf16] [--moe cublas,grouped] [--kv-cache-dtype auto|bf16|f32] [--out FILE]
  *
  * --graphs: each decode figure three times in one process: eager launches, CUDA-graph replay through
  * the staging pass (the model's host code re-run with launches skipped), and direct replay (the
@@ -27,7 +27,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { CudaBackend } from '../src/backend/cuda/cuda-backend.js';
 import type { MlaPrefillMode, MoePrefillMode } from '../src/backend/cuda/context.js';
-import { HybridCache } from '../src/cache/hybrid-cache.js';
+import { HybridCache, type KvCacheDtype } from '../src/cache/hybrid-cache.js';
 import { cacheGeometry } from '../src/model/cache-spec.js';
 import { buildSpec, parseConfig } from '../src/model/config.js';
 import { Model } from '../src/model/forward.js';
@@ -45,7 +45,7 @@ function main(): void {
     options: {
       geometry: { type: 'string', default: 'flash' }, decode: { type: 'string', default: '1' }, ctx: { type: 'string', default: '1024' },
       prefill: { type: 'string', default: '' }, chunk: { type: 'string', default: '4096' }, steps: { type: 'string', default: '20' },
-      mla: { type: 'string', default: '' }, moe: { type: 'string', default: '' }, profile: { type: 'boolean', default: false }, graphs: { type: 'boolean', default: false }, split: { type: 'string', default: '1' }, 'moe-split': { type: 'string', default: '' }, out: { type: 'string', default: 'bench/results/cuda-bench.json' },
+      mla: { type: 'string', default: '' }, moe: { type: 'string', default: '' }, profile: { type: 'boolean', default: false }, graphs: { type: 'boolean', default: false }, split: { type: 'string', default: '1' }, 'moe-split': { type: 'string', default: '' }, 'kv-cache-dtype': { type: 'string', default: 'auto' }, out: { type: 'string', default: 'bench/results/cuda-bench.json' },
     },
   });
   const batches = list(values.decode), ctxs = list(values.ctx), prompts = list(values.prefill);
@@ -97,13 +97,13 @@ function main(): void {
   const maxTokens = Math.max(maxB, prompts.length ? chunk : 1);
   const model = new Model(be, spec, weights, maxTokens, maxB, blockSize);
   const perSeqBlocks = Math.ceil(maxCtx / blockSize);
-  const cache = new HybridCache(be, cacheGeometry(spec), { maxSeqs: maxB, numBlocks: maxB * perSeqBlocks, blockSize });
+  const cache = new HybridCache(be, cacheGeometry(spec), { maxSeqs: maxB, numBlocks: maxB * perSeqBlocks, blockSize, kvCacheDtype: values['kv-cache-dtype'] as KvCacheDtype });
   const seqs = Array.from({ length: maxB }, () => {
     const s = cache.allocSeq()!;
     if (!cache.reserve(s, maxCtx)) throw new Error('cache reserve failed');
     return s;
   });
-  log(`cache: ${maxB} seqs × ${maxCtx} tokens; device memory in use ${([...c.mem.usage().values()].reduce((a, b) => a + b, 0) / 1e9).toFixed(1)} GB`);
+  log(`cache: ${maxB} seqs × ${maxCtx} tokens, ${cache.kvDtype} latents; device memory in use ${([...c.mem.usage().values()].reduce((a, b) => a + b, 0) / 1e9).toFixed(1)} GB`);
   const results: Record<string, unknown>[] = [];
 
   // Prefill: one sequence, chunks of `chunk` tokens, the last chunk samples its last row; TTFT
@@ -155,7 +155,7 @@ function main(): void {
       let i = 0;
       try {
         const reps = Bn >= 64 ? 8 : steps;
-        const bytes = decodeBytes(spec, Bn, ctx), floorMs = (bytes / (copyGBs * 1e9)) * 1e3;
+        const bytes = decodeBytes(spec, Bn, ctx, cache.kvDtype === 'bf16' ? 2 : 4), floorMs = (bytes / (copyGBs * 1e9)) * 1e3;
         // Eager (one launch per kernel) and CUDA-graph replay of the same steps, same process.
         for (const mode of values.graphs ? ['eager', 'graph-staged', 'graph', 'graph+download'] : ['eager']) {
           const graph = mode !== 'eager';
@@ -173,7 +173,7 @@ function main(): void {
           const host = st && nDirect > 0 ? (st.directMs - (before.directMs ?? 0)) / nDirect : 0;
           const note = graph && st ? ` [graph replays ${nRep} (direct ${nDirect}), captures ${st.captures - (before.captures ?? 0)}, host ${nDirect > 0 ? `direct replay ${host.toFixed(3)}` : `staging pass ${fill.toFixed(3)}`} ms/step, device allocations ${c.mem.allocations - allocs0}]` : '';
           log(`decode B=${Bn} ctx=${ctx} ${mode}: ${ms.toFixed(2)} ms/step, ${((Bn / ms) * 1e3).toFixed(0)} tok/s; byte floor ${(bytes / 1e9).toFixed(2)} GB → ${floorMs.toFixed(2)} ms (${((floorMs / ms) * 100).toFixed(1)}% of floor)${note}`);
-          results.push({ kind: 'decode', mode, batch: Bn, ctx, msPerStep: ms, tokPerS: (Bn / ms) * 1e3, floorBytes: bytes, floorMs, floorRatio: floorMs / ms, hostMs: nDirect > 0 ? host : fill });
+          results.push({ kind: 'decode', mode, kvCacheDtype: cache.kvDtype, batch: Bn, ctx, msPerStep: ms, tokPerS: (Bn / ms) * 1e3, floorBytes: bytes, floorMs, floorRatio: floorMs / ms, hostMs: nDirect > 0 ? host : fill });
         }
       } catch (e) {
         log(`decode B=${Bn} ctx=${ctx}: FAILED ${(e as Error).message}`);

@@ -48,7 +48,7 @@ function touch(spec: ModelSpec): Touch {
  * weight touched once (routed experts: the expected number of distinct experts hit by B·K uniform
  * picks), each sequence's lightning state read + written (f32), its MLA latent / GQA KV cache read (f32).
  */
-export function decodeBytes(spec: ModelSpec, B: number, ctx: number): number {
+export function decodeBytes(spec: ModelSpec, B: number, ctx: number, kvBytes = 4): number {
   const c = spec.config;
   const t = touch(spec);
   const E = c.num_experts, K = c.num_experts_per_tok;
@@ -56,8 +56,8 @@ export function decodeBytes(spec: ModelSpec, B: number, ctx: number): number {
   let bytes = 2 * (t.attn + t.dense + t.shared + t.lmHead + t.routedLayers * experts * t.routed) + 4 * t.routerF32;
   for (const l of spec.layers) {
     if (l.mixer === 'lightning') bytes += B * 2 * 4 * c.num_attention_heads * c.head_dim * c.head_dim;
-    else if (l.mixer === 'gqa') bytes += B * 4 * ctx * 2 * (c.num_key_value_heads ?? c.num_attention_heads) * c.head_dim;
-    else bytes += B * 4 * ctx * (c.kv_lora_rank + c.qk_rope_head_dim);
+    else if (l.mixer === 'gqa') bytes += B * kvBytes * ctx * 2 * (c.num_key_value_heads ?? c.num_attention_heads) * c.head_dim;
+    else bytes += B * kvBytes * ctx * (c.kv_lora_rank + c.qk_rope_head_dim);
   }
   return bytes;
 }

@@ -12,6 +12,7 @@ import { EngineDriver } from '../engine/driver.js';
 import type { Engine, FinishReason, GenerateResult, LogprobEntry } from '../engine/engine.js';
 import { openModel, type OpenedModel } from '../engine/open.js';
 import { resolveSamplingParams, type SamplingParams, type SamplingParamsInput } from '../engine/sampler.js';
+import { KV_CACHE_DTYPES, type KvCacheDtype } from '../cache/hybrid-cache.js';
 import type { Compat, LayerPlan } from '../model/config.js';
 import { inspectModel, type InspectResult } from '../model/inspect.js';
 import type { ChatMessage, Tokenizer } from '../tokenizer/tokenizer.js';
@@ -57,6 +58,12 @@ export interface LoadModelOptions {
   readonly maxBatchTokens?: number;
   /** Latent-cache capacity in tokens over all sequences (default maxNumSeqs × maxModelLen). */
   readonly cacheTokens?: number;
+  /**
+   * Values of the paged MLA latent / GQA KV cache: 'auto' (default) bf16 on CUDA (half the bytes of
+   * f32 to keep and to read per decode step, as vLLM and SGLang keep it), f32 on the CPU; 'bf16' on
+   * the CPU rounds what it stores exactly as the GPU does.
+   */
+  readonly kvCacheDtype?: KvCacheDtype;
   /** Seeds requests that give no seed. */
   readonly seed?: number;
   /**
@@ -341,11 +348,12 @@ export async function loadModel(options: LoadModelOptions = {}): Promise<Bailing
   const dir = options.model === undefined ? embeddedModelDir() : resolve(options.model);
   if (options.loadFormat !== undefined && options.loadFormat !== 'auto' && options.loadFormat !== 'dummy') throw new InvalidRequestError(`load format "${String(options.loadFormat)}" (expected auto or dummy)`, 'load_format');
   if (!existsSync(join(dir, 'config.json'))) throw new InvalidRequestError(`model ${dir}: no config.json (expected a Hugging Face model directory)`, 'model');
+  if (options.kvCacheDtype !== undefined && !KV_CACHE_DTYPES.includes(options.kvCacheDtype)) throw new InvalidRequestError(`kv cache dtype "${String(options.kvCacheDtype)}" (expected ${KV_CACHE_DTYPES.join(', ')})`, 'kv_cache_dtype');
   const tp = options.tp ?? 1;
   if (!Number.isInteger(tp) || tp < 1) throw new InvalidRequestError(`tp must be a positive integer, got ${tp}`, 'tp');
   if (tp > 1 && options.device !== 'cuda') throw new InvalidRequestError(`tp ${tp}: tensor parallelism needs --device cuda (one process per GPU over NCCL)`, 'tp');
   // tp > 1: this process is rank 0 on GPU 0; tp.ts forks the other ranks (issue 6).
-  const group = tp > 1 ? await TpGroup.start(tp, { dir }, { compat: options.compat, maxModelLen: options.maxModelLen, maxSeqs: options.maxNumSeqs, maxBatchTokens: options.maxBatchTokens ?? GPU_BATCH_TOKENS, cacheTokens: options.cacheTokens }) : null;
+  const group = tp > 1 ? await TpGroup.start(tp, { dir }, { compat: options.compat, maxModelLen: options.maxModelLen, maxSeqs: options.maxNumSeqs, maxBatchTokens: options.maxBatchTokens ?? GPU_BATCH_TOKENS, cacheTokens: options.cacheTokens, kvCacheDtype: options.kvCacheDtype }) : null;
   const be = group ? group.backend() : selectBackend(options.device ?? 'auto', { threads: options.threads, dummySeed: options.loadFormat === 'dummy' ? (options.seed ?? 0) : undefined });
   const maxBatchTokens = options.maxBatchTokens ?? (be.name === 'cuda' ? GPU_BATCH_TOKENS : CPU_BATCH_TOKENS);
   try {
@@ -358,6 +366,7 @@ export async function loadModel(options: LoadModelOptions = {}): Promise<Bailing
       maxSeqs: options.maxNumSeqs,
       maxBatchTokens,
       cacheTokens: options.cacheTokens,
+      kvCacheDtype: options.kvCacheDtype,
       loadFormat: options.loadFormat,
       tokenizerDir: join(dirname(embeddedModelDir()), 'tiny-random'),
       seed: options.seed ?? Date.now() >>> 0,

@@ -4,6 +4,11 @@
  * block table: MLA latents ([blocks·blockSize, kv_lora_rank + qk_rope_head_dim] per MLA layer)
  * and GQA keys/values ([blocks·blockSize, 2·KVH·D] per GQA layer). A sequence owns one slot and
  * a block table; everything returns to the pools when it is freed.
+ *
+ * The paged pools hold bf16 or f32 values (kvCacheDtype). bf16 on CUDA is a bf16 tensor (the kernels
+ * write and read bf16); on host backends it is the activation-dtype tensor holding values rounded
+ * to bf16 as they are written (roundsKvOnWrite), the very values the GPU stores, so the CPU stays
+ * the reference for a bf16 cache too.
  */
 import type { Backend } from '../backend/backend.js';
 import type { Tensor } from '../tensor/tensor.js';
@@ -21,10 +26,22 @@ export interface CacheGeometry {
   readonly kvWidth?: number;
 }
 
+/** Element type of the paged MLA latent / GQA KV caches; 'auto': bf16 on CUDA, f32 elsewhere. */
+export type KvCacheDtype = 'auto' | 'bf16' | 'f32';
+export const KV_CACHE_DTYPES: readonly KvCacheDtype[] = ['auto', 'bf16', 'f32'];
+
 export interface CacheOptions {
   readonly maxSeqs: number;
   readonly numBlocks: number;
   readonly blockSize: number;
+  /** Default 'auto'. */
+  readonly kvCacheDtype?: KvCacheDtype;
+}
+
+/** The cache dtype 'auto' stands for on a backend. */
+export function resolveKvCacheDtype(be: Pick<Backend, 'name'>, d: KvCacheDtype = 'auto'): 'bf16' | 'f32' {
+  assert(KV_CACHE_DTYPES.includes(d), () => `kv cache dtype "${String(d)}" (expected ${KV_CACHE_DTYPES.join(', ')})`);
+  return d === 'auto' ? (be.name === 'cuda' ? 'bf16' : 'f32') : d;
 }
 
 export class CacheSeq {
@@ -52,6 +69,13 @@ export class HybridCache {
   private readonly freeBlockList: number[];
   private readonly live = new Map<number, CacheSeq>();
   private nextId = 0;
+  /** Values the paged caches hold. */
+  readonly kvDtype: 'bf16' | 'f32';
+  /**
+   * bf16 values in a wider tensor (host backends): the model rounds keys/latents through bf16 before
+   * they are written (ops.roundBf16), as the CUDA kernels do when they store into a bf16 tensor.
+   */
+  readonly roundsKvOnWrite: boolean;
 
   constructor(
     private readonly be: Backend,
@@ -60,9 +84,14 @@ export class HybridCache {
   ) {
     assert(opts.maxSeqs >= 1 && opts.blockSize >= 1 && opts.numBlocks >= 0, 'bad cache options');
     const { nHeads: H, headDim: D } = geom;
+    this.kvDtype = resolveKvCacheDtype(be, opts.kvCacheDtype);
+    // Only the CUDA backend has bf16 cache kernels; host backends keep their activation dtype.
+    const storage = this.kvDtype === 'bf16' && be.name === 'cuda' ? 'bf16' : be.actDtype;
+    this.roundsKvOnWrite = this.kvDtype === 'bf16' && storage !== 'bf16';
+    const rows = opts.numBlocks * opts.blockSize;
     for (const l of geom.lightningLayers) this.states.set(l, be.alloc('f32', [opts.maxSeqs, H, D, D]));
-    for (const l of geom.mlaLayers) this.latents.set(l, be.alloc(be.actDtype, [opts.numBlocks * opts.blockSize, geom.latentWidth]));
-    for (const l of geom.gqaLayers ?? []) this.kv.set(l, be.alloc(be.actDtype, [opts.numBlocks * opts.blockSize, geom.kvWidth ?? 0]));
+    for (const l of geom.mlaLayers) this.latents.set(l, be.alloc(storage, [rows, geom.latentWidth]));
+    for (const l of geom.gqaLayers ?? []) this.kv.set(l, be.alloc(storage, [rows, geom.kvWidth ?? 0]));
     this.freeSlots = Array.from({ length: opts.maxSeqs }, (_, i) => opts.maxSeqs - 1 - i);
     this.freeBlockList = Array.from({ length: opts.numBlocks }, (_, i) => opts.numBlocks - 1 - i);
   }
@@ -112,10 +141,10 @@ export class HybridCache {
     seq.length = 0;
   }
 
-  /** Bytes of cache per token (MLA latent, GQA k/v) and per sequence (lightning states). */
-  static bytes(geom: CacheGeometry, actBytes: number): { perToken: number; perSeq: number } {
+  /** Bytes of cache per token (MLA latent, GQA k/v, `kvBytes` per value) and per sequence (lightning states). */
+  static bytes(geom: CacheGeometry, kvBytes: number): { perToken: number; perSeq: number } {
     return {
-      perToken: (geom.mlaLayers.length * geom.latentWidth + (geom.gqaLayers?.length ?? 0) * (geom.kvWidth ?? 0)) * actBytes,
+      perToken: (geom.mlaLayers.length * geom.latentWidth + (geom.gqaLayers?.length ?? 0) * (geom.kvWidth ?? 0)) * kvBytes,
       perSeq: geom.lightningLayers.length * geom.nHeads * geom.headDim * geom.headDim * 4,
     };
   }

@@ -3,6 +3,7 @@ import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { embeddedModelDir, type GenerateOptions, type LoadModelOptions } from '../api/model.js';
 import type { DeviceName } from '../backend/select.js';
+import { KV_CACHE_DTYPES, type KvCacheDtype } from '../cache/hybrid-cache.js';
 import type { Compat } from '../model/config.js';
 import { InvalidRequestError } from '../util/errors.js';
 
@@ -17,6 +18,7 @@ export const commonOptions = {
   'max-batch-tokens': { type: 'string' },
   tp: { type: 'string' },
   'load-format': { type: 'string' },
+  'kv-cache-dtype': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -63,6 +65,13 @@ export function compat(v: Values): Compat {
   return c;
 }
 
+export function kvCacheDtype(v: Values): KvCacheDtype | undefined {
+  const d = v['kv-cache-dtype'];
+  if (d === undefined) return undefined;
+  if (!KV_CACHE_DTYPES.includes(d as KvCacheDtype)) throw new InvalidRequestError(`--kv-cache-dtype must be ${KV_CACHE_DTYPES.join(', ')}, got "${String(d)}"`, 'kv-cache-dtype');
+  return d as KvCacheDtype;
+}
+
 /** The library's generation options from the sampling flags (validated by the library). */
 export function samplingOptionsOf(v: Values, defaults: { maxTokens: number; temperature: number }): GenerateOptions {
   const o: { -readonly [K in keyof GenerateOptions]: GenerateOptions[K] } = {
@@ -95,6 +104,7 @@ export function loadOptions(v: Values, extra: Partial<LoadModelOptions> = {}): L
     maxBatchTokens: num(v, 'max-batch-tokens'),
     tp: num(v, 'tp'),
     loadFormat: v['load-format'] as LoadModelOptions['loadFormat'],
+    kvCacheDtype: kvCacheDtype(v),
     ...extra,
   };
 }

@@ -36,6 +36,8 @@ model and runtime:
   --tp N                   tensor parallel over N GPUs (with --device cuda; one process per GPU)
   --load-format dummy      random weights of the config's shapes made on the GPU (benchmarks;
                            --device cuda; the model dir needs only config.json)
+  --kv-cache-dtype auto|bf16|f32
+                           MLA latent / GQA KV cache values (default auto: bf16 on cuda, f32 on cpu)
 
 sampling (generate, chat):
   --max-tokens N --temperature T --top-k K --top-p P --min-p P --seed S

@@ -2,7 +2,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Backend } from '../backend/backend.js';
-import { HybridCache } from '../cache/hybrid-cache.js';
+import { HybridCache, type KvCacheDtype } from '../cache/hybrid-cache.js';
 import type { BailingConfig, Compat } from '../model/config.js';
 import type { Shard } from '../model/shard.js';
 import type { StepPeers } from '../model/step.js';
@@ -25,6 +25,8 @@ export interface OpenOptions {
   /** Latent-cache tokens over all sequences; default maxSeqs × maxModelLen. */
   readonly cacheTokens?: number;
   readonly blockSize?: number;
+  /** Paged MLA latent / GQA KV cache values: 'auto' (default) bf16 on CUDA, f32 on the CPU. */
+  readonly kvCacheDtype?: KvCacheDtype;
   readonly seed?: number;
   /** 'dummy': random weights of the config's shapes (the backend must make them; open-dummy.ts). */
   readonly loadFormat?: LoadFormat;
@@ -45,6 +47,7 @@ export interface EngineSizes {
   readonly maxBatchTokens: number;
   readonly maxSampleRows: number;
   readonly numBlocks: number;
+  readonly kvCacheDtype: KvCacheDtype;
 }
 
 export function engineSizes(c: BailingConfig, opts: OpenOptions): EngineSizes {
@@ -53,7 +56,7 @@ export function engineSizes(c: BailingConfig, opts: OpenOptions): EngineSizes {
   const blockSize = opts.blockSize ?? 16;
   const maxBatchTokens = opts.maxBatchTokens ?? 256;
   const cacheTokens = opts.cacheTokens ?? maxSeqs * maxModelLen;
-  return { maxModelLen, maxSeqs, blockSize, maxBatchTokens, maxSampleRows: Math.min(maxSeqs, maxBatchTokens), numBlocks: Math.ceil(cacheTokens / blockSize) };
+  return { maxModelLen, maxSeqs, blockSize, maxBatchTokens, maxSampleRows: Math.min(maxSeqs, maxBatchTokens), numBlocks: Math.ceil(cacheTokens / blockSize), kvCacheDtype: opts.kvCacheDtype ?? 'auto' };
 }
 
 export interface OpenedModel {
@@ -91,9 +94,9 @@ export async function openModel(dir: string, be: Backend, opts: OpenOptions = {}
   const tokenizer = tokDir === dir ? await loadTokenizer(dir) : foldedTokenizer(await loadTokenizer(tokDir));
   const loaded = (dummy ? loadDummyDir : loadModelDir)(dir, be, opts.compat ?? 'default', opts.onProgress, opts.shard);
   const c = loaded.spec.config;
-  const { maxModelLen, maxSeqs, blockSize, maxBatchTokens, maxSampleRows, numBlocks } = engineSizes(c, opts);
+  const { maxModelLen, maxSeqs, blockSize, maxBatchTokens, maxSampleRows, numBlocks, kvCacheDtype } = engineSizes(c, opts);
   const model = new Model(be, loaded.spec, loaded.weights, maxBatchTokens, maxSampleRows, blockSize, opts.peers ?? null);
-  const cache = new HybridCache(be, cacheGeometry(loaded.spec), { maxSeqs, numBlocks, blockSize });
+  const cache = new HybridCache(be, cacheGeometry(loaded.spec), { maxSeqs, numBlocks, blockSize, kvCacheDtype });
   const eos = new Set<number>([...c.eos_token_id, ...generationEosIds(dir)]);
   if (tokenizer.specialIds.eos !== null) eos.add(tokenizer.specialIds.eos);
   const eosIds = [...eos];

@@ -35,6 +35,8 @@ export function gqaLayer(be: Backend, spec: ModelSpec, layer: number, w: GqaWeig
     ops.rope(q, batch.positions, { ...rope, nHeads: H });
     ops.rope(k, batch.positions, { ...rope, nHeads: KVH });
   }
+  // A bf16 cache in wider storage (host backends) holds the values the GPU's bf16 cache stores.
+  if (cache.roundsKvOnWrite) for (const t of [k, v]) ops.roundBf16(t);
   const kv = cache.kv.get(layer)!;
   const o = act.o.prefix([T, HD]);
   for (const s of batch.seqs) {

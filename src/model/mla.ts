@@ -44,6 +44,8 @@ export function mlaLayer(be: Backend, spec: ModelSpec, layer: number, w: MlaWeig
   ops.rmsnorm(ckv, ckv, w.kvANorm, eps);
   ops.rope(q, batch.positions, { style: 'gptj', nHeads: H, headStride: p.qkNope + Dr, offset: p.qkNope, rotaryDim: Dr, invFreq: spec.mlaInvFreq });
   ops.rope(kpe, batch.positions, { style: 'gptj', nHeads: 1, headStride: Dr, offset: 0, rotaryDim: Dr, invFreq: spec.mlaInvFreq });
+  // A bf16 cache in wider storage (host backends) holds the values the GPU's bf16 cache stores.
+  if (cache.roundsKvOnWrite) for (const t of [ckv, kpe]) ops.roundBf16(t);
   const latent = cache.latents.get(layer)!;
   const o = act.o.prefix([T, H * p.vHead]);
   for (const s of batch.seqs) {

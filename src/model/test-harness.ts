@@ -1,6 +1,6 @@
 /** Helpers for model-level tests: load a tiny model on a backend and run prompts through it. */
 import type { Backend, Ops, RouterParams } from '../backend/backend.js';
-import { CacheSeq, HybridCache } from '../cache/hybrid-cache.js';
+import { CacheSeq, HybridCache, type KvCacheDtype } from '../cache/hybrid-cache.js';
 import { routeGroups, scoreRow } from '../ops/moe/moe.js';
 import { toF64, type Tensor } from '../tensor/tensor.js';
 import type { Compat } from './config.js';
@@ -14,13 +14,13 @@ export interface Harness {
   readonly cache: HybridCache;
 }
 
-export function harness(dir: string, be: Backend, compat: Compat = 'default', maxTokens = 512, blockSize = 16, shard?: Shard): Harness {
+export function harness(dir: string, be: Backend, compat: Compat = 'default', maxTokens = 512, blockSize = 16, shard?: Shard, kvCacheDtype?: KvCacheDtype): Harness {
   const { spec, weights } = loadModelDir(dir, be, compat, undefined, shard);
   const model = new Model(be, spec, weights, maxTokens, maxTokens, blockSize);
   const cache = new HybridCache(
     be,
     cacheGeometry(spec),
-    { maxSeqs: 8, numBlocks: Math.ceil((8 * 1024) / blockSize), blockSize },
+    { maxSeqs: 8, numBlocks: Math.ceil((8 * 1024) / blockSize), blockSize, kvCacheDtype },
   );
   return { model, cache };
 }

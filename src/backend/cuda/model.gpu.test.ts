@@ -11,6 +11,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { KvCacheDtype } from '../../cache/hybrid-cache.js';
 import { CpuBackend } from '../cpu/cpu-backend.js';
 import { harness, RouteTape, runPrompt, type Harness, type RouteFlip } from '../../model/test-harness.js';
 import { writeTinyModel } from '../../model/tiny-checkpoint.js';
@@ -23,6 +24,11 @@ const reason = cudaUnavailableReason();
 const skip = reason === null ? false : `no CUDA device: ${reason}`;
 const NMSE_MAX = 1e-4;
 const GREEDY_STEPS = 32;
+/**
+ * Paged-cache dtype of both sides (BAILING_TEST_KV_CACHE_DTYPE; default bf16, the GPU's default):
+ * with bf16 the CPU rounds what it caches exactly as the GPU stores it, so the two stay comparable.
+ */
+const KV = (process.env.BAILING_TEST_KV_CACHE_DTYPE ?? 'bf16') as KvCacheDtype;
 
 /** The shipped models (the package root is the first folder above this file with a package.json). */
 function embeddedModels(): { name: string; dir: string }[] {
@@ -48,7 +54,7 @@ function prompt(n: number, vocab: number, seed: number): number[] {
   return Array.from({ length: n }, () => rng.int(vocab));
 }
 
-describe('cuda model parity vs cpu', { skip }, () => {
+describe(`cuda model parity vs cpu (kv cache ${KV})`, { skip }, () => {
   let cpu: CpuBackend;
   let gpu: CudaBackend;
   const root = mkdtempSync(join(tmpdir(), 'bailing-gpu-model-'));
@@ -71,7 +77,7 @@ describe('cuda model parity vs cpu', { skip }, () => {
       // compared strictly everywhere) and once free (its own choices: where one differs, the CPU's
       // gap there must be within the measured score noise, and only the rows before it are compared).
       const tape = new RouteTape();
-      const hc = harness(m.dir, tape.record(cpu));
+      const hc = harness(m.dir, tape.record(cpu), 'default', 512, 16, undefined, KV);
       const V = hc.model.spec.config.vocab_size;
       const ids = prompt(m.promptLen, Math.min(V, 90), 11);
       const rc = runPrompt(hc, ids, 64, undefined, tape);
@@ -106,14 +112,14 @@ describe('cuda model parity vs cpu', { skip }, () => {
       };
       const flipText = (f: RouteFlip): string => `position ${f.pos}: cpu gap ${f.gap.toExponential(2)}, score noise ${f.noise.toExponential(2)}`;
 
-      const forced = feed(harness(m.dir, tape.replay(gpu)));
+      const forced = feed(harness(m.dir, tape.replay(gpu), 'default', 512, 16, undefined, KV));
       const forcedFlips = [...tape.flips];
       // With the CPU's choices imposed every row's inputs stay aligned, so every own-choice
       // difference is first-order and must be a near-tie.
       for (const f of forcedFlips) assert.ok(f.explained, `${m.name}: the GPU chose other experts at ${flipText(f)} — not a near-tie`);
       t.diagnostic(`CPU routing imposed: ${check(forced, n + GREEDY_STEPS, 'routing imposed')}; rows where the GPU would have chosen otherwise: ${forcedFlips.length}; smallest cpu routing margin ${tape.minMargin().toExponential(2)}; smallest top-2 logit margin ${minTop2.toExponential(2)}`);
 
-      const free = feed(harness(m.dir, tape.replay(gpu, false)));
+      const free = feed(harness(m.dir, tape.replay(gpu, false), 'default', 512, 16, undefined, KV));
       const first = tape.firstFlip();
       if (first !== null) assert.ok(first.explained, `${m.name}: free run's first routing flip at ${flipText(first)} — not a near-tie`);
       t.diagnostic(`free run: ${check(free, first === null ? n + GREEDY_STEPS : first.pos, 'free run')}; ${first === null ? 'no routing flip' : `${tape.flips.length} routing flips, the first explained (${flipText(first)}); compared up to it`}`);

@@ -83,6 +83,15 @@ export function cudaLightningDecode(c: CudaContext, o: Tensor, q: Tensor, k: Ten
   c.launch(kern, [H, B, 1], D * R, 4 * (2 * D + R * D), args);
 }
 
+/**
+ * Element type of a paged cache (MLA latent, GQA k/v): f32, or bf16 (HybridCache's bf16 cache). The
+ * kernels that write or read it are named by it (_f32, _bf16).
+ */
+function cacheDtype(cache: Tensor, what: string): 'f32' | 'bf16' {
+  assert(cache.dtype === 'f32' || cache.dtype === 'bf16', () => `${what}: cache must be f32 or bf16, found ${cache}`);
+  return cache.dtype;
+}
+
 /** Cache rows of positions [from, to) of a paged sequence. */
 function cacheRows(seq: MlaSeq, blockSize: number, from: number, to: number, cacheRowsCount: number, row: (s: MlaSeq, bs: number, pos: number) => number): Int32Array {
   const r = new Int32Array(to - from);
@@ -99,10 +108,11 @@ export function cudaMlaCacheWrite(c: CudaContext, cache: Tensor, ckv: Tensor, kp
   checkShape(ckv, [n, L], 'mlaCacheWrite ckv');
   checkShape(kpe, [n, Dr], 'mlaCacheWrite kpe');
   checkShape(cache, [-1, L + Dr], 'mlaCacheWrite cache');
-  for (const t of [cache, ckv, kpe]) f32Act(t, 'mlaCacheWrite');
+  for (const t of [ckv, kpe]) f32Act(t, 'mlaCacheWrite');
+  const cd = cacheDtype(cache, 'mlaCacheWrite');
   if (n === 0) return;
   const rows = cacheRows(seq, p.blockSize, seq.ctxStart, seq.ctxStart + n, cache.shape[0], mlaCacheRow);
-  const kern = c.kernel(F.mla, 'mla_cachewrite_f32', 'ppppii');
+  const kern = c.kernel(F.mla, `mla_cachewrite_${cd}`, 'ppppii');
   c.launch(kern, [n, 1, 1], rowThreads(L + Dr), 0, [c.ptr(cache), c.ptr(ckv), c.ptr(kpe), c.hostArg('mla-write-rows', rows, { kind: 'cacheRows', table: seq.blockTable, blockSize: p.blockSize, from: seq.ctxStart }), L, Dr]);
 }
 
@@ -139,7 +149,8 @@ function cudaMlaPrefillFlash(c: CudaContext, out: Tensor, q: Tensor, cache: Tens
   }
   const ckv = c.scratch('mla-ckv', ctx * L * eb);
   const krH = c.scratch('mla-kr-hi', ctx * DR * 2), krL = split ? c.scratch('mla-kr-lo', ctx * DR * 2) : 0n;
-  c.launch(c.kernel(F.mlaFlash, 'mla_flash_gather', 'ppppppiii'), [ctx, 1, 1], 128, 0, [split ? ckv : 0n, split ? 0n : ckv, krH, krL, c.ptr(cache), c.hostArg('mla-rows', rows), L, Dr, DR]);
+  const gather = cache.dtype === 'bf16' ? 'mla_flash_gather_bf16' : 'mla_flash_gather';
+  c.launch(c.kernel(F.mlaFlash, gather, 'ppppppiii'), [ctx, 1, 1], 128, 0, [split ? ckv : 0n, split ? 0n : ckv, krH, krL, c.ptr(cache), c.hostArg('mla-rows', rows), L, Dr, DR]);
   const knH = c.scratch('mla-kn-hi', H * ctx * DN * 2), vH = c.scratch('mla-v-hi', H * ctx * DV * 2);
   const knL = split ? c.scratch('mla-kn-lo', H * ctx * DN * 2) : 0n, vL = split ? c.scratch('mla-v-lo', H * ctx * DV * 2) : 0n;
   const chunk = Math.min(ctx, MLA_EXPAND_ROWS);
@@ -159,7 +170,8 @@ function cudaMlaPrefillFlash(c: CudaContext, out: Tensor, q: Tensor, cache: Tens
 /** mlaPrefillExpanded: the tensor-core flash path when it applies, else the absorbed kernels. */
 export function cudaMlaPrefill(c: CudaContext, out: Tensor, q: Tensor, cache: Tensor, kvB: Tensor, seq: MlaSeq, p: MlaParams): void {
   const n = checkMlaShapes(out, q, cache, kvB, p);
-  for (const t of [out, q, cache, kvB]) f32Act(t, 'mla prefill');
+  for (const t of [out, q, kvB]) f32Act(t, 'mla prefill');
+  cacheDtype(cache, 'mla prefill');
   if (n > 0 && cudaMlaPrefillFlash(c, out, q, cache, kvB, seq, p, n)) return;
   cudaMlaAttention(c, out, q, cache, kvB, seq, p);
 }
@@ -171,7 +183,10 @@ export function cudaMlaPrefill(c: CudaContext, out: Tensor, q: Tensor, cache: Te
 export function cudaMlaAttention(c: CudaContext, out: Tensor, q: Tensor, cache: Tensor, kvB: Tensor, seq: MlaSeq, p: MlaParams): void {
   const { nHeads: H, qkNope: Dn, qkRope: Dr, vHead: Dv, kvLora: L, scale } = p;
   const n = checkMlaShapes(out, q, cache, kvB, p);
-  for (const t of [out, q, cache, kvB]) f32Act(t, 'mla attention');
+  for (const t of [out, q, kvB]) f32Act(t, 'mla attention');
+  const cd = cacheDtype(cache, 'mla attention');
+  // The bf16 kernels read a row's values in pairs: even-width rows keep them 4-byte aligned.
+  if (cd === 'bf16') assert(c.ptr(cache) % 4n === 0n, () => `mla attention: bf16 cache at an address not 4-byte aligned`);
   assert(L <= 1024, () => `mla: kv_lora_rank ${L} over 1024 (the kernel's per-thread accumulators)`);
   if (n === 0) return;
   const ctx = seq.ctxStart + n;
@@ -190,11 +205,11 @@ export function cudaMlaAttention(c: CudaContext, out: Tensor, q: Tensor, cache: 
     const meta = new Int32Array(1 + Math.max(64, 2 ** Math.ceil(Math.log2(used))));
     meta[0] = seq.ctxStart;
     meta.set(seq.blockTable.subarray(0, used), 1);
-    const paged = c.kernel(F.mla, 'mla_attend_paged_f32', 'pppppiiiifi');
+    const paged = c.kernel(F.mla, `mla_attend_paged_${cd}`, 'pppppiiiifi');
     c.launch(paged, [H, n, S], 128, 4 * (L + Dr), [part, qlat, c.ptr(q), c.ptr(cache), c.hostArg('mla-meta', meta, { kind: 'mlaMeta', table: seq.blockTable, blockSize: p.blockSize }), H, Dn, Dr, L, scale, p.blockSize]);
   } else {
     const rows = cacheRows(seq, p.blockSize, 0, ctx, cache.shape[0], mlaCacheRow);
-    const attend = c.kernel(F.mla, 'mla_attend_f32', 'pppppiiiiifi');
+    const attend = c.kernel(F.mla, `mla_attend_${cd}`, 'pppppiiiiifi');
     c.launch(attend, [H, n, S], 128, 4 * (L + Dr), [part, qlat, c.ptr(q), c.ptr(cache), c.hostArg('mla-rows', rows), seq.ctxStart, H, Dn, Dr, L, scale, Math.ceil(ctx / S)]);
   }
   c.launch(c.kernel(F.mla, 'mla_combine_f32', 'ppiii'), [H, n, 1], 128, 0, [olat, part, H, L, S]);
@@ -208,15 +223,17 @@ export function cudaGqaCacheWrite(c: CudaContext, cache: Tensor, k: Tensor, v: T
   checkShape(k, [n, KD], 'gqaCacheWrite k');
   checkShape(v, [n, KD], 'gqaCacheWrite v');
   checkShape(cache, [-1, 2 * KD], 'gqaCacheWrite cache');
-  for (const t of [cache, k, v]) f32Act(t, 'gqaCacheWrite');
+  for (const t of [k, v]) f32Act(t, 'gqaCacheWrite');
+  const cd = cacheDtype(cache, 'gqaCacheWrite');
   if (n === 0) return;
   const rows = cacheRows(seq, p.blockSize, seq.ctxStart, seq.ctxStart + n, cache.shape[0], kvCacheRow);
-  c.launch(c.kernel(F.gqa, 'gqa_cachewrite_f32', 'ppppi'), [n, 1, 1], rowThreads(2 * KD), 0, [c.ptr(cache), c.ptr(k), c.ptr(v), c.hostArg('gqa-write-rows', rows), KD]);
+  c.launch(c.kernel(F.gqa, `gqa_cachewrite_${cd}`, 'ppppi'), [n, 1, 1], rowThreads(2 * KD), 0, [c.ptr(cache), c.ptr(k), c.ptr(v), c.hostArg('gqa-write-rows', rows), KD]);
 }
 
 export function cudaGqaAttention(c: CudaContext, out: Tensor, q: Tensor, cache: Tensor, seq: KvSeq, p: GqaParams): void {
   const n = checkGqaShapes(out, q, cache, p);
-  for (const t of [out, q, cache]) f32Act(t, 'gqaAttention');
+  for (const t of [out, q]) f32Act(t, 'gqaAttention');
+  const cd = cacheDtype(cache, 'gqaAttention');
   assert(p.headDim <= 1024, () => `gqa: head dim ${p.headDim} over 1024`);
   if (n === 0) return;
   const rows = cacheRows(seq, p.blockSize, 0, seq.ctxStart + n, cache.shape[0], kvCacheRow);
@@ -225,12 +242,12 @@ export function cudaGqaAttention(c: CudaContext, out: Tensor, q: Tensor, cache: 
   if (S > 1) {
     // Decode: split the context so a few (head, query) pairs still fill the GPU; merged by mla_combine_f32.
     const part = c.scratch('gqa-part', n * p.nHeads * S * (p.headDim + 2) * 4);
-    const split = c.kernel(F.gqa, 'gqa_attend_split_f32', 'ppppiiiifi');
+    const split = c.kernel(F.gqa, `gqa_attend_split_${cd}`, 'ppppiiiifi');
     c.launch(split, [p.nHeads, n, S], 128, 4 * p.headDim, [part, c.ptr(q), c.ptr(cache), c.hostArg('gqa-rows', rows), seq.ctxStart, p.nHeads, p.nKvHeads, p.headDim, p.scale, Math.ceil(ctx / S)]);
     c.launch(c.kernel(F.mla, 'mla_combine_f32', 'ppiii'), [p.nHeads, n, 1], 128, 0, [c.ptr(out), part, p.nHeads, p.headDim, S]);
     return;
   }
-  const kern = c.kernel(F.gqa, 'gqa_attend_f32', 'ppppiiiif');
+  const kern = c.kernel(F.gqa, `gqa_attend_${cd}`, 'ppppiiiif');
   c.launch(kern, [p.nHeads, n, 1], 128, 4 * p.headDim, [c.ptr(out), c.ptr(q), c.ptr(cache), c.hostArg('gqa-rows', rows), seq.ctxStart, p.nHeads, p.nKvHeads, p.headDim, p.scale]);
 }
 

@@ -292,6 +292,70 @@ describe('cuda ops vs cpu', { skip }, () => {
     }
   });
 
+  // bf16 paged caches (HybridCache kvCacheDtype 'bf16'): the GPU stores bf16 and its kernels read
+  // bf16; the CPU keeps f32 storage and the model rounds what it writes through bf16 (roundBf16), so
+  // both caches must hold identical values (NMSE 0) and the attention the same tolerances as f32.
+  test('MLA with a bf16 latent cache: cache write rounds as the CPU does (exact), decode and every prefill mode', (t) => {
+    const mode0 = gpu.c.mlaPrefill;
+    // Odd row width (L + Dr = 17) takes the unpaired bf16 reads; the rest read bf16 pairs.
+    for (const [H, Dn, Dr, Dv, L] of [[4, 6, 4, 5, 12], [2, 6, 4, 5, 13], [4, 128, 64, 128, 512], [3, 32, 32, 64, 64]]) {
+      const p: MlaParams = { nHeads: H, qkNope: Dn, qkRope: Dr, vHead: Dv, kvLora: L, scale: (Dn + Dr) ** -0.5, blockSize: 16 };
+      const blocks = 16;
+      const cache = { c: cpu.alloc('f32', [blocks * 16, L + Dr]), g: gpu.alloc('bf16', [blocks * 16, L + Dr]) };
+      const blockTable = Int32Array.from({ length: blocks }, (_, b) => (b * 5 + 3) % blocks);
+      const kvB = rand([H * (Dn + Dv), L], 1 / Math.sqrt(L));
+      let ctx = 0;
+      for (const n of [19, 1, 40, 1, 150, 1, 7]) {
+        const seq = { blockTable, ctxStart: ctx };
+        const ckv = rand([n, L]), kpe = rand([n, Dr]);
+        cpu.ops.roundBf16(ckv.c);
+        cpu.ops.roundBf16(kpe.c);
+        cpu.ops.mlaCacheWrite(cache.c, ckv.c, kpe.c, seq, p);
+        gpu.ops.mlaCacheWrite(cache.g, ckv.g, kpe.g, seq, p); // unrounded f32 in, rounded by the kernel
+        check(t, `L=${L} bf16 cache after ctx=${ctx} n=${n}`, cache, 0);
+        const q = rand([n, H * (Dn + Dr)], 0.5);
+        const o = out([n, H * Dv]);
+        if (n === 1) {
+          cpu.ops.mlaDecodeAbsorbed(o.c, q.c, cache.c, kvB.c, seq, p);
+          gpu.ops.mlaDecodeAbsorbed(o.g, q.g, cache.g, kvB.g, seq, p);
+          check(t, `L=${L} bf16 cache mlaDecodeAbsorbed ctx=${ctx} n=1`, o, 1e-7);
+        } else cpu.ops.mlaPrefillExpanded(o.c, q.c, cache.c, kvB.c, seq, p);
+        for (const [mode, tol] of [['absorbed', 1e-7], ['flash-split', 1e-7], ['flash-bf16', 1e-4]] as const) {
+          gpu.upload(o.g, new Float64Array(n * H * Dv).fill(NaN));
+          gpu.c.mlaPrefill = mode;
+          gpu.ops.mlaPrefillExpanded(o.g, q.g, cache.g, kvB.g, seq, p);
+          check(t, `L=${L} bf16 cache mlaPrefillExpanded ${mode} ctx=${ctx} n=${n}`, o, tol);
+        }
+        gpu.c.mlaPrefill = mode0;
+        ctx += n;
+      }
+    }
+  });
+
+  test('GQA with a bf16 KV cache: cache write rounds as the CPU does (exact), attention (one block and split-context)', (t) => {
+    for (const [H, KVH, D] of [[4, 2, 16], [8, 1, 128], [3, 3, 7]]) {
+      const p = { nHeads: H, nKvHeads: KVH, headDim: D, scale: D ** -0.5, blockSize: 16 };
+      const cache = { c: cpu.alloc('f32', [6 * 16, 2 * KVH * D]), g: gpu.alloc('bf16', [6 * 16, 2 * KVH * D]) };
+      const blockTable = Int32Array.from([3, 0, 5, 1, 4, 2]);
+      let ctx = 0;
+      for (const n of [21, 1, 30, 20, 1]) {
+        const seq = { blockTable, ctxStart: ctx };
+        const k = rand([n, KVH * D]), v = rand([n, KVH * D]);
+        cpu.ops.roundBf16(k.c);
+        cpu.ops.roundBf16(v.c);
+        cpu.ops.gqaCacheWrite(cache.c, k.c, v.c, seq, p);
+        gpu.ops.gqaCacheWrite(cache.g, k.g, v.g, seq, p);
+        check(t, `H=${H} KVH=${KVH} D=${D} bf16 cache after ctx=${ctx} n=${n}`, cache, 0);
+        const q = rand([n, H * D], 0.5);
+        const o = out([n, H * D]);
+        cpu.ops.gqaAttention(o.c, q.c, cache.c, seq, p);
+        gpu.ops.gqaAttention(o.g, q.g, cache.g, seq, p);
+        check(t, `H=${H} KVH=${KVH} D=${D} bf16 cache ctx=${ctx} n=${n}`, o, 1e-7);
+        ctx += n;
+      }
+    }
+  });
+
   test('MoE route (grouped sigmoid + bias, softmax top-k, real size) and experts (f32, bf16)', (t) => {
     const routers: RouterParams[] = [
       { nExperts: 16, topK: 4, nGroup: 4, topkGroup: 2, scoreFunction: 'sigmoid', renormalize: true, renormEps: 1e-20, routedScalingFactor: 2.5 },

@@ -5,15 +5,24 @@
 #define GQA_TILE 32
 #define GQA_MAX_D_PER_THREAD 8  // D ≤ 1024 with 128 threads
 
+// Kernels that touch the cache come in two forms named by its element type: _f32 and _bf16 (the
+// bf16 cache: values stored rounded to nearest even, widened exactly on reads).
+__device__ __forceinline__ void stc(float* p, long long i, float x) { p[i] = x; }
+__device__ __forceinline__ void stc(unsigned short* p, long long i, float x) { p[i] = f2bf(x); }
+
 // cache rows[i] = [k[i] | v[i]]; one block per token.
-extern "C" __global__ void gqa_cachewrite_f32(float* cache, const float* k, const float* v, const int* rows, int KD) {
+template <typename C>
+__device__ void cachewrite(C* cache, const float* k, const float* v, const int* rows, int KD) {
   const int i = blockIdx.x;
   const long long dst = (long long)rows[i] * 2 * KD;
-  for (int c = threadIdx.x; c < 2 * KD; c += blockDim.x) cache[dst + c] = c < KD ? k[(long long)i * KD + c] : v[(long long)i * KD + c - KD];
+  for (int c = threadIdx.x; c < 2 * KD; c += blockDim.x) stc(cache, dst + c, c < KD ? k[(long long)i * KD + c] : v[(long long)i * KD + c - KD]);
 }
+extern "C" __global__ void gqa_cachewrite_f32(float* cache, const float* k, const float* v, const int* rows, int KD) { cachewrite(cache, k, v, rows, KD); }
+extern "C" __global__ void gqa_cachewrite_bf16(unsigned short* cache, const float* k, const float* v, const int* rows, int KD) { cachewrite(cache, k, v, rows, KD); }
 
 // out [n, H·D]; query i attends to positions ≤ ctxStart + i; head h reads KV head h / (H/KVH).
-extern "C" __global__ void gqa_attend_f32(float* out, const float* q, const float* cache, const int* rows, int ctxStart, int H, int KVH, int D, float scale) {
+template <typename C>
+__device__ void attend(float* out, const float* q, const C* cache, const int* rows, int ctxStart, int H, int KVH, int D, float scale) {
   __shared__ float sc[GQA_TILE];
   extern __shared__ float qsh[];  // D floats
   const int h = blockIdx.x, i = blockIdx.y;
@@ -32,8 +41,8 @@ extern "C" __global__ void gqa_attend_f32(float* out, const float* q, const floa
       const int s = s0 + ts;
       float dot = 0.f;
       if (s <= last) {
-        const float* kr = cache + (long long)rows[s] * Wc + (long long)g * D;
-        for (int d = lane; d < D; d += 32) dot += qsh[d] * kr[d];
+        const C* kr = cache + (long long)rows[s] * Wc + (long long)g * D;
+        for (int d = lane; d < D; d += 32) dot += qsh[d] * ldw(kr, d);
         dot = warp_sum(dot);
       }
       if (lane == 0) sc[ts] = s <= last ? dot * scale : -INFINITY;
@@ -48,11 +57,11 @@ extern "C" __global__ void gqa_attend_f32(float* out, const float* q, const floa
     for (int ts = 0; ts < GQA_TILE && s0 + ts <= last; ts++) {
       const float p = expf(sc[ts] - mt);
       sum += p;
-      const float* vr = cache + (long long)rows[s0 + ts] * Wc + KD + (long long)g * D;
+      const C* vr = cache + (long long)rows[s0 + ts] * Wc + KD + (long long)g * D;
 #pragma unroll
       for (int r = 0; r < GQA_MAX_D_PER_THREAD; r++) {
         const int d = threadIdx.x + r * blockDim.x;
-        if (d < D) acc[r] += p * vr[d];
+        if (d < D) acc[r] += p * ldw(vr, d);
       }
     }
     m = mt;
@@ -68,7 +77,8 @@ extern "C" __global__ void gqa_attend_f32(float* out, const float* q, const floa
 
 // Split-context form for decode (flash-decoding): grid (H, n, S), split z covers positions
 // [z·splitLen, (z+1)·splitLen); the one-block-per-(head, query) form above walks a long context alone.
-extern "C" __global__ void gqa_attend_split_f32(float* part, const float* q, const float* cache, const int* rows, int ctxStart, int H, int KVH, int D, float scale, int splitLen) {
+template <typename C>
+__device__ void attend_split(float* part, const float* q, const C* cache, const int* rows, int ctxStart, int H, int KVH, int D, float scale, int splitLen) {
   __shared__ float sc[GQA_TILE];
   extern __shared__ float qsh[];  // D floats
   const int h = blockIdx.x, i = blockIdx.y, z = blockIdx.z, S = gridDim.z;
@@ -87,8 +97,8 @@ extern "C" __global__ void gqa_attend_split_f32(float* part, const float* q, con
       const int s = s0 + ts;
       float dot = 0.f;
       if (s <= last) {
-        const float* kr = cache + (long long)rows[s] * Wc + (long long)g * D;
-        for (int d = lane; d < D; d += 32) dot += qsh[d] * kr[d];
+        const C* kr = cache + (long long)rows[s] * Wc + (long long)g * D;
+        for (int d = lane; d < D; d += 32) dot += qsh[d] * ldw(kr, d);
         dot = warp_sum(dot);
       }
       if (lane == 0) sc[ts] = s <= last ? dot * scale : -INFINITY;
@@ -103,11 +113,11 @@ extern "C" __global__ void gqa_attend_split_f32(float* part, const float* q, con
     for (int ts = 0; ts < GQA_TILE && s0 + ts <= last; ts++) {
       const float p = expf(sc[ts] - mt);
       sum += p;
-      const float* vr = cache + (long long)rows[s0 + ts] * Wc + KD + (long long)g * D;
+      const C* vr = cache + (long long)rows[s0 + ts] * Wc + KD + (long long)g * D;
 #pragma unroll
       for (int r = 0; r < GQA_MAX_D_PER_THREAD; r++) {
         const int d = threadIdx.x + r * blockDim.x;
-        if (d < D) acc[r] += p * vr[d];
+        if (d < D) acc[r] += p * ldw(vr, d);
       }
     }
     m = mt;
@@ -124,4 +134,17 @@ extern "C" __global__ void gqa_attend_split_f32(float* part, const float* q, con
     pp[D] = m;
     pp[D + 1] = sum;
   }
+}
+
+extern "C" __global__ void gqa_attend_f32(float* out, const float* q, const float* cache, const int* rows, int ctxStart, int H, int KVH, int D, float scale) {
+  attend(out, q, cache, rows, ctxStart, H, KVH, D, scale);
+}
+extern "C" __global__ void gqa_attend_bf16(float* out, const float* q, const unsigned short* cache, const int* rows, int ctxStart, int H, int KVH, int D, float scale) {
+  attend(out, q, cache, rows, ctxStart, H, KVH, D, scale);
+}
+extern "C" __global__ void gqa_attend_split_f32(float* part, const float* q, const float* cache, const int* rows, int ctxStart, int H, int KVH, int D, float scale, int splitLen) {
+  attend_split(part, q, cache, rows, ctxStart, H, KVH, D, scale, splitLen);
+}
+extern "C" __global__ void gqa_attend_split_bf16(float* part, const float* q, const unsigned short* cache, const int* rows, int ctxStart, int H, int KVH, int D, float scale, int splitLen) {
+  attend_split(part, q, cache, rows, ctxStart, H, KVH, D, scale, splitLen);
 }

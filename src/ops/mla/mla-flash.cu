@@ -10,21 +10,29 @@
 #define FL_BM 64       // queries per block: 4 warps × 16 rows
 #define FL_THREADS 128
 
-// ckv rows of context positions 0..ctx-1 (from the paged cache) as f32 (ckvF) or bf16 (ckvB);
-// k_pe as bf16 hi (+ lo), zero-padded to DRP columns. One block per position.
-extern "C" __global__ void mla_flash_gather(float* ckvF, unsigned short* ckvB, unsigned short* kpeHi, unsigned short* kpeLo, const float* cache, const int* rows, int L, int Dr, int DRP) {
+// ckv rows of context positions 0..ctx-1 (from the paged cache, f32 or bf16: kernel suffix) as f32
+// (ckvF) or bf16 (ckvB); k_pe as bf16 hi (+ lo), zero-padded to DRP columns. One block per position.
+// A bf16 cache's values are bf16 already: their bf16 copies are exact and their lo parts zero.
+template <typename C>
+__device__ void flash_gather(float* ckvF, unsigned short* ckvB, unsigned short* kpeHi, unsigned short* kpeLo, const C* cache, const int* rows, int L, int Dr, int DRP) {
   const long long s = blockIdx.x;
-  const float* src = cache + (long long)rows[s] * (L + Dr);
+  const C* src = cache + (long long)rows[s] * (L + Dr);
   for (int c = threadIdx.x; c < L; c += blockDim.x) {
-    if (ckvF) ckvF[s * L + c] = src[c];
-    else ckvB[s * L + c] = f2bf(src[c]);
+    if (ckvF) ckvF[s * L + c] = ldw(src, c);
+    else ckvB[s * L + c] = f2bf(ldw(src, c));
   }
   for (int c = threadIdx.x; c < DRP; c += blockDim.x) {
-    const float v = c < Dr ? src[L + c] : 0.f;
+    const float v = c < Dr ? ldw(src, L + c) : 0.f;
     const unsigned short hb = f2bf(v);
     kpeHi[s * DRP + c] = hb;
     if (kpeLo) kpeLo[s * DRP + c] = f2bf(v - bf2f(hb));
   }
+}
+extern "C" __global__ void mla_flash_gather(float* ckvF, unsigned short* ckvB, unsigned short* kpeHi, unsigned short* kpeLo, const float* cache, const int* rows, int L, int Dr, int DRP) {
+  flash_gather(ckvF, ckvB, kpeHi, kpeLo, cache, rows, L, Dr, DRP);
+}
+extern "C" __global__ void mla_flash_gather_bf16(float* ckvF, unsigned short* ckvB, unsigned short* kpeHi, unsigned short* kpeLo, const unsigned short* cache, const int* rows, int L, int Dr, int DRP) {
+  flash_gather(ckvF, ckvB, kpeHi, kpeLo, cache, rows, L, Dr, DRP);
 }
 
 extern "C" __global__ void mla_flash_tobf16(unsigned short* dst, const float* src, long long n) {

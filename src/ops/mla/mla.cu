@@ -7,12 +7,20 @@
 #define MLA_THREADS 128
 #define MLA_MAX_L_PER_THREAD 8  // L ≤ 1024
 
+// Kernels that touch the latent cache come in two forms named by the cache's element type:
+// _f32 and _bf16 (the bf16 cache: values stored rounded to nearest even, widened exactly on reads).
+__device__ __forceinline__ void stc(float* p, long long i, float x) { p[i] = x; }
+__device__ __forceinline__ void stc(unsigned short* p, long long i, float x) { p[i] = f2bf(x); }
+
 // cache [rows, L+Dr] rows[i] = [ckv[i] | kpe[i]]; one block per token.
-extern "C" __global__ void mla_cachewrite_f32(float* cache, const float* ckv, const float* kpe, const int* rows, int L, int Dr) {
+template <typename C>
+__device__ void cachewrite(C* cache, const float* ckv, const float* kpe, const int* rows, int L, int Dr) {
   const int i = blockIdx.x;
   const long long dst = (long long)rows[i] * (L + Dr);
-  for (int c = threadIdx.x; c < L + Dr; c += blockDim.x) cache[dst + c] = c < L ? ckv[(long long)i * L + c] : kpe[(long long)i * Dr + c - L];
+  for (int c = threadIdx.x; c < L + Dr; c += blockDim.x) stc(cache, dst + c, c < L ? ckv[(long long)i * L + c] : kpe[(long long)i * Dr + c - L]);
 }
+extern "C" __global__ void mla_cachewrite_f32(float* cache, const float* ckv, const float* kpe, const int* rows, int L, int Dr) { cachewrite(cache, ckv, kpe, rows, L, Dr); }
+extern "C" __global__ void mla_cachewrite_bf16(unsigned short* cache, const float* ckv, const float* kpe, const int* rows, int L, int Dr) { cachewrite(cache, ckv, kpe, rows, L, Dr); }
 
 // qlat [n, H, L] = q_nope of each head · W_UK (the head's Dn key rows of kvB); grid (H, n).
 extern "C" __global__ void mla_absorbq_f32(float* qlat, const float* q, const float* kvB, int H, int Dn, int Dr, int Dv, int L) {
@@ -38,14 +46,36 @@ struct RowPaged {
   __device__ long long operator()(int s) const { return (long long)bt[s / bs] * bs + s % bs; }
 };
 
+// One warp's share of qsh · cache row (Wc values); the caller sums over the warp.
+__device__ __forceinline__ float row_dot(const float* qsh, const float* cr, int Wc, int lane) {
+  float d = 0.f;
+  for (int c = lane; c < Wc; c += 32) d += qsh[c] * cr[c];
+  return d;
+}
+__device__ __forceinline__ float row_dot(const float* qsh, const unsigned short* cr, int Wc, int lane) {
+  float d = 0.f;
+  if ((Wc & 1) == 0) {
+    // Even width: every row starts 4-byte aligned, read bf16 pairs (qsh is 8-byte aligned shared memory).
+    const unsigned* c2 = reinterpret_cast<const unsigned*>(cr);
+    const float2* q2 = reinterpret_cast<const float2*>(qsh);
+    for (int c = lane; c < Wc / 2; c += 32) {
+      const unsigned u = c2[c];
+      const float2 qq = q2[c];
+      d += qq.x * bf_lo(u) + qq.y * bf_hi(u);
+    }
+  } else
+    for (int c = lane; c < Wc; c += 32) d += qsh[c] * bf2f(cr[c]);
+  return d;
+}
+
 // Split-context attention (flash-decoding): grid (H, n, S); split z covers tokens
 // [z·splitLen, (z+1)·splitLen) ∩ [0, ctxStart+i]. Each writes its unnormalised partial
 // part[((i·H + h)·S + z)·(L+2)] = [acc (L) | max | sum]; mla_combine_f32 merges the splits.
 // scores = scale·(qlat·ckv_s + q_pe·kpe_s); MLA_THREADS threads; online softmax over tiles.
-template <typename Row>
-__device__ void attend(float* part, const float* qlat, const float* q, const float* cache, Row row, int ctxStart, int H, int Dn, int Dr, int L, float scale, int splitLen) {
+template <typename C, typename Row>
+__device__ void attend(float* part, const float* qlat, const float* q, const C* cache, Row row, int ctxStart, int H, int Dn, int Dr, int L, float scale, int splitLen) {
   __shared__ float sc[MLA_TILE];
-  extern __shared__ float qsh[];  // L + Dr floats: the query in latent space and its rope part
+  extern __shared__ __align__(16) float qsh[];  // L + Dr floats: the query in latent space and its rope part
   const int h = blockIdx.x, i = blockIdx.y, z = blockIdx.z, S = gridDim.z;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
   const int Wc = L + Dr;
@@ -63,9 +93,7 @@ __device__ void attend(float* part, const float* qlat, const float* q, const flo
       const int s = s0 + ts;
       float d = 0.f;
       if (s <= last) {
-        const float* cr = cache + row(s) * Wc;
-        for (int c = lane; c < Wc; c += 32) d += qsh[c] * cr[c];
-        d = warp_sum(d);
+        d = warp_sum(row_dot(qsh, cache + row(s) * Wc, Wc, lane));
       }
       if (lane == 0) sc[ts] = s <= last ? d * scale : -INFINITY;
     }
@@ -79,11 +107,11 @@ __device__ void attend(float* part, const float* qlat, const float* q, const flo
     for (int ts = 0; ts < MLA_TILE && s0 + ts <= last; ts++) {
       const float p = expf(sc[ts] - mt);
       sum += p;
-      const float* cr = cache + row(s0 + ts) * Wc;
+      const C* cr = cache + row(s0 + ts) * Wc;
 #pragma unroll
       for (int r = 0; r < MLA_MAX_L_PER_THREAD; r++) {
         const int l = threadIdx.x + r * blockDim.x;
-        if (l < L) acc[r] += p * cr[l];
+        if (l < L) acc[r] += p * ldw(cr, l);
       }
     }
     m = mt;
@@ -101,17 +129,27 @@ __device__ void attend(float* part, const float* qlat, const float* q, const flo
   }
 }
 
-extern "C" __global__ void mla_attend_f32(float* part, const float* qlat, const float* q, const float* cache, const int* rows, int ctxStart, int H, int Dn, int Dr, int L, float scale, int splitLen) {
-  attend(part, qlat, q, cache, RowList{rows}, ctxStart, H, Dn, Dr, L, scale, splitLen);
-}
-
 // Paged form: meta = [ctxStart, block table...]; the split length follows the context read from
 // device memory, so one captured launch (fixed S = gridDim.z) serves every context length.
-extern "C" __global__ void mla_attend_paged_f32(float* part, const float* qlat, const float* q, const float* cache, const int* meta, int H, int Dn, int Dr, int L, float scale, int bs) {
+template <typename C>
+__device__ void attend_paged(float* part, const float* qlat, const float* q, const C* cache, const int* meta, int H, int Dn, int Dr, int L, float scale, int bs) {
   const int ctxStart = meta[0];
   const int per = (ctxStart + (int)gridDim.y + (int)gridDim.z - 1) / (int)gridDim.z;
   const int splitLen = (per + MLA_TILE - 1) / MLA_TILE * MLA_TILE;  // whole tiles; trailing splits may be empty
   attend(part, qlat, q, cache, RowPaged{meta + 1, bs}, ctxStart, H, Dn, Dr, L, scale, splitLen);
+}
+
+extern "C" __global__ void mla_attend_f32(float* part, const float* qlat, const float* q, const float* cache, const int* rows, int ctxStart, int H, int Dn, int Dr, int L, float scale, int splitLen) {
+  attend(part, qlat, q, cache, RowList{rows}, ctxStart, H, Dn, Dr, L, scale, splitLen);
+}
+extern "C" __global__ void mla_attend_bf16(float* part, const float* qlat, const float* q, const unsigned short* cache, const int* rows, int ctxStart, int H, int Dn, int Dr, int L, float scale, int splitLen) {
+  attend(part, qlat, q, cache, RowList{rows}, ctxStart, H, Dn, Dr, L, scale, splitLen);
+}
+extern "C" __global__ void mla_attend_paged_f32(float* part, const float* qlat, const float* q, const float* cache, const int* meta, int H, int Dn, int Dr, int L, float scale, int bs) {
+  attend_paged(part, qlat, q, cache, meta, H, Dn, Dr, L, scale, bs);
+}
+extern "C" __global__ void mla_attend_paged_bf16(float* part, const float* qlat, const float* q, const unsigned short* cache, const int* meta, int H, int Dn, int Dr, int L, float scale, int bs) {
+  attend_paged(part, qlat, q, cache, meta, H, Dn, Dr, L, scale, bs);
 }
 
 // olat [n, H, L] = Σ_z e^(m_z − M)·acc_z / Σ_z e^(m_z − M)·sum_z; grid (H, n). Split 0 is never
