@@ -45,17 +45,20 @@ function main(): void {
     options: {
       geometry: { type: 'string', default: 'flash' }, decode: { type: 'string', default: '1' }, ctx: { type: 'string', default: '1024' },
       prefill: { type: 'string', default: '' }, chunk: { type: 'string', default: '4096' }, steps: { type: 'string', default: '20' },
-      mla: { type: 'string', default: '' }, moe: { type: 'string', default: '' }, profile: { type: 'boolean', default: false }, graphs: { type: 'boolean', default: false }, split: { type: 'string', default: '1' }, 'moe-split': { type: 'string', default: '' }, 'kv-cache-dtype': { type: 'string', default: 'auto' }, out: { type: 'string', default: 'bench/results/cuda-bench.json' },
+      mla: { type: 'string', default: '' }, moe: { type: 'string', default: '' }, profile: { type: 'boolean', default: false }, graphs: { type: 'boolean', default: false }, split: { type: 'string', default: '1' }, 'moe-split': { type: 'string', default: '' }, 'kv-cache-dtype': { type: 'string', default: 'auto' }, 'matmul-inputs': { type: 'string', default: 'f32' }, out: { type: 'string', default: 'bench/results/cuda-bench.json' },
     },
   });
   const batches = list(values.decode), ctxs = list(values.ctx), prompts = list(values.prefill);
   const chunk = Number(values.chunk), steps = Number(values.steps);
-  const be = new CudaBackend({ dummyWeights: { seed: 1 } });
+  // --matmul-inputs bf16: weight-matmul inputs rounded to bf16, one GEMM per matmul (backend.ts MatmulInputs).
+  const be = new CudaBackend({ dummyWeights: { seed: 1 }, matmulInputs: values['matmul-inputs'] === 'bf16' ? 'bf16' : 'f32' });
   const c = be.c, d = c.driver;
   // --split 0: prefill GEMMs on bf16-rounded activations (one GEMM instead of the f32-faithful two).
-  c.gemmSplit = values.split !== '0';
-  // --moe-split 0|1: the routed-expert GEMMs only (default: as --split).
-  c.moeSplit = values['moe-split'] === '' ? c.gemmSplit : values['moe-split'] !== '0';
+  if (!c.bf16Inputs) {
+    c.gemmSplit = values.split !== '0';
+    // --moe-split 0|1: the routed-expert GEMMs only (default: as --split).
+    c.moeSplit = values['moe-split'] === '' ? c.gemmSplit : values['moe-split'] !== '0';
+  }
   log(`device: ${be.device.name} (sm_${be.device.major}${be.device.minor}, ${be.device.sms} SMs, ${(be.device.totalBytes / 2 ** 30).toFixed(1)} GiB), geometry ${values.geometry}`);
   const e0 = d.eventCreate(), e1 = d.eventCreate();
   const timeIt = (f: () => void, reps: number, warm = 2): number => {
@@ -132,8 +135,8 @@ function main(): void {
     }
     const ms = median(wall);
     const flops = prefillFlops(spec, P), floorMs = (flops / (gemmTflops * 1e12)) * 1e3;
-    log(`prefill ${P} [mla ${mla}, moe ${moe}]: ${ms.toFixed(1)} ms (TTFT), ${((P / ms) * 1e3).toFixed(0)} tok/s; FLOP floor ${(flops / 1e12).toFixed(2)} TFLOP → ${floorMs.toFixed(1)} ms (${((floorMs / ms) * 100).toFixed(1)}% of floor)`);
-    results.push({ kind: 'prefill', tokens: P, ms, tokPerS: (P / ms) * 1e3, flops, floorMs, floorRatio: floorMs / ms, chunk, mla, moe });
+    log(`prefill ${P} [mla ${mla}, moe ${moe}, ${c.bf16Inputs ? 'bf16' : 'f32'} matmul inputs, chunk ${chunk}]: ${ms.toFixed(1)} ms (TTFT), ${((P / ms) * 1e3).toFixed(0)} tok/s; FLOP floor ${(flops / 1e12).toFixed(2)} TFLOP → ${floorMs.toFixed(1)} ms (${((floorMs / ms) * 100).toFixed(1)}% of floor)`);
+    results.push({ kind: 'prefill', tokens: P, ms, tokPerS: (P / ms) * 1e3, flops, floorMs, floorRatio: floorMs / ms, chunk, mla, moe, matmulInputs: c.bf16Inputs ? 'bf16' : 'f32' });
     if (values.profile && P === Math.min(...prompts.filter((x) => x >= 8192), Math.max(...prompts))) {
       c.startProfile();
       run();

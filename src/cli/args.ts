@@ -19,6 +19,7 @@ export const commonOptions = {
   tp: { type: 'string' },
   'load-format': { type: 'string' },
   'kv-cache-dtype': { type: 'string' },
+  'matmul-inputs': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -105,6 +106,7 @@ export function loadOptions(v: Values, extra: Partial<LoadModelOptions> = {}): L
     tp: num(v, 'tp'),
     loadFormat: v['load-format'] as LoadModelOptions['loadFormat'],
     kvCacheDtype: kvCacheDtype(v),
+    matmulInputs: v['matmul-inputs'] as LoadModelOptions['matmulInputs'],
     ...extra,
   };
 }

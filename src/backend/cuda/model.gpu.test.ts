@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { KvCacheDtype } from '../../cache/hybrid-cache.js';
+import type { MatmulInputs } from '../backend.js';
 import { CpuBackend } from '../cpu/cpu-backend.js';
 import { harness, RouteTape, runPrompt, type Harness, type RouteFlip } from '../../model/test-harness.js';
 import { writeTinyModel } from '../../model/tiny-checkpoint.js';
@@ -54,13 +55,26 @@ function prompt(n: number, vocab: number, seed: number): number[] {
   return Array.from({ length: n }, () => rng.int(vocab));
 }
 
-describe(`cuda model parity vs cpu (kv cache ${KV})`, { skip }, () => {
+/**
+ * Both backends in one MatmulInputs mode (backend.ts): the CPU is the reference in either. With
+ * 'f32' the GPU is f32-faithful: NMSE ≤ 1e-4 (measured ≤ ~1e-6) and every greedy token identical.
+ * With 'bf16' both round the same inputs, but rounding is discontinuous: an input whose CPU and
+ * GPU f32 values (~1e-7 apart) straddle a bf16 boundary rounds a whole bf16 ulp (2^-8) apart, and
+ * in these tiny random models (hidden 16..256, nothing averages it out) such flips accumulate to
+ * NMSE ~1e-4 (measured 6.6e-5..1.2e-4 on H100; ~2e-5 between the CPU and the float64 reference,
+ * model/matmul-inputs.test.ts). So bf16 holds 1e-3, and a greedy token may differ only where the
+ * CPU's top-2 margin is within the GPU's measured logit error on that row (a near-tie), reported.
+ * Each matmul and expert path is checked tightly on identical inputs in matmul-inputs.gpu.test.ts.
+ */
+const MODES: Record<MatmulInputs, { nmseMax: number; nearTies: boolean }> = { f32: { nmseMax: NMSE_MAX, nearTies: false }, bf16: { nmseMax: 1e-3, nearTies: true } };
+
+const suite = (inputs: MatmulInputs): Promise<void> => describe(`cuda model parity vs cpu (kv cache ${KV}, ${inputs} matmul inputs)`, { skip }, () => {
   let cpu: CpuBackend;
   let gpu: CudaBackend;
   const root = mkdtempSync(join(tmpdir(), 'bailing-gpu-model-'));
   before(() => {
-    cpu = new CpuBackend({ threads: 4 });
-    gpu = new CudaBackend();
+    cpu = new CpuBackend({ threads: 4, matmulInputs: inputs });
+    gpu = new CudaBackend({ matmulInputs: inputs });
   });
   after(() => {
     cpu?.dispose();
@@ -71,7 +85,7 @@ describe(`cuda model parity vs cpu (kv cache ${KV})`, { skip }, () => {
   const models = [...[...tinyVariants, realHeadVariant, ...ringLinearVariants].map((v) => ({ name: v.name, dir: join(root, v.name), write: () => writeTinyModel(join(root, v.name), v.config, v.opts), promptLen: v.name === 'base' || v === realHeadVariant ? 300 : 40 })), ...embeddedModels().map((m) => ({ name: `${m.name} (shipped)`, dir: m.dir, write: () => undefined, promptLen: 64 }))];
 
   for (const m of models)
-    test(`${m.name}: prompt logits NMSE ≤ ${NMSE_MAX}, ${GREEDY_STEPS} greedy tokens identical (CPU routing imposed; free run up to its first, explained, routing flip)`, (t) => {
+    test(`${m.name}: prompt logits NMSE ≤ ${MODES[inputs].nmseMax}, ${GREEDY_STEPS} greedy tokens identical${MODES[inputs].nearTies ? ' but at near-ties' : ''} (CPU routing imposed; free run up to its first, explained, routing flip)`, (t) => {
       m.write();
       // The CPU run records its expert choices; the GPU runs once with them imposed (numerics alone,
       // compared strictly everywhere) and once free (its own choices: where one differs, the CPU's
@@ -97,18 +111,23 @@ describe(`cuda model parity vs cpu (kv cache ${KV})`, { skip }, () => {
         return out;
       };
       const n = ids.length;
+      const { nmseMax, nearTies } = MODES[inputs];
       const check = (gpuLogits: Float64Array[], upTo: number, what: string): string => {
         let worst = 0, at = -1, worstDecode = 0;
+        const ties: string[] = [];
         for (let i = 0; i < upTo; i++) {
           const s = compare(gpuLogits[i], cpuLogits[i]);
           if (i < n && s.nmse > worst) [worst, at] = [s.nmse, i];
           if (i >= n) worstDecode = Math.max(worstDecode, s.nmse);
-          assert.ok(s.nmse <= NMSE_MAX, `${m.name} ${what}: ${i < n ? `prompt position ${i}` : `decode step ${i - n}`}: ${fmtStats(s)}`);
+          assert.ok(s.nmse <= nmseMax, `${m.name} ${what}: ${i < n ? `prompt position ${i}` : `decode step ${i - n}`}: ${fmtStats(s)}`);
           // Greedy: the GPU's choice after each fed token is the CPU's (32 identical tokens).
-          if (i >= n - 1 && i < n - 1 + GREEDY_STEPS)
-            assert.equal(argmax(gpuLogits[i]), tokens[i - n + 1], `${m.name} ${what}: greedy token ${i - n + 1} differs (cpu top-2 margin ${margin(cpuLogits[i]).toExponential(2)})`);
+          if (i >= n - 1 && i < n - 1 + GREEDY_STEPS && argmax(gpuLogits[i]) !== tokens[i - n + 1]) {
+            const why = `greedy token ${i - n + 1} differs (cpu top-2 margin ${margin(cpuLogits[i]).toExponential(2)}, gpu logit error up to ${s.maxAbs.toExponential(2)})`;
+            assert.ok(nearTies && margin(cpuLogits[i]) <= 2 * s.maxAbs, `${m.name} ${what}: ${why}`);
+            ties.push(why);
+          }
         }
-        return `worst prompt position NMSE ${worst.toExponential(2)} (position ${at}), worst decode ${worstDecode.toExponential(2)}`;
+        return `worst prompt position NMSE ${worst.toExponential(2)} (position ${at}), worst decode ${worstDecode.toExponential(2)}${ties.length ? `; near-ties: ${ties.join('; ')}` : ''}`;
       };
       const flipText = (f: RouteFlip): string => `position ${f.pos}: cpu gap ${f.gap.toExponential(2)}, score noise ${f.noise.toExponential(2)}`;
 
@@ -134,7 +153,9 @@ describe(`cuda model parity vs cpu (kv cache ${KV})`, { skip }, () => {
       let worst = 0;
       for (let i = 0; i < ids.length; i++) worst = Math.max(worst, compare(chunked.logits[i], whole.logits[i]).nmse);
       t.diagnostic(`chunk ${chunk}: worst NMSE ${worst.toExponential(2)}`);
-      assert.ok(worst <= NMSE_MAX, `chunk ${chunk}: NMSE ${worst}`);
+      assert.ok(worst <= MODES[inputs].nmseMax, `chunk ${chunk}: NMSE ${worst}`);
     }
   });
 });
+
+for (const inputs of ['f32', 'bf16'] as const) void suite(inputs);

@@ -4,14 +4,14 @@
  * slots are turned into row/slot arrays on the host and uploaded (small, stream-ordered).
  */
 import type { GqaParams, KvSeq, LightningParams, MlaParams, MlaSeq, RouterParams } from '../backend.js';
-import { checkShape, type Tensor } from '../../tensor/tensor.js';
+import { checkShape, Tensor } from '../../tensor/tensor.js';
 import { assert } from '../../util/assert.js';
 import { checkGqaShapes, kvCacheRow } from '../../ops/gqa/gqa.js';
 import { checkLightning, VLLM_PREFILL_BLOCK } from '../../ops/lightning/lightning.js';
 import { checkMlaShapes, mlaCacheRow } from '../../ops/mla/mla.js';
 import { checkRoute, routeGroups } from '../../ops/moe/moe.js';
 import type { CudaContext } from './context.js';
-import { f32Act, rowThreads, strideGrid } from './ops-basic.js';
+import { f32Act, roundedCopy, rowThreads, strideGrid } from './ops-basic.js';
 import { moeExpertsFast } from './ops-moe.js';
 
 const F = {
@@ -283,6 +283,8 @@ export function cudaMoeExperts(c: CudaContext, out: Tensor, x: Tensor, ids: Tens
   checkShape(w2, [E * C, Fw], 'moeExperts w2');
   assert(w13.dtype === w2.dtype && (w13.dtype === 'bf16' || w13.dtype === 'f32'), () => `moeExperts: weights ${w13.dtype}/${w2.dtype}`);
   for (const t of [out, x, weights]) f32Act(t, 'moeExperts');
+  // bf16 inputs: every path below reads x through a rounded copy and rounds silu(g)·u before the down projection.
+  if (c.bf16Inputs) x = new Tensor('f32', x.shape, { kind: 'device', ptr: roundedCopy(c, 'moe-xr', c.ptr(x), T * C), bytes: T * C * 4 });
   if (moeExpertsFast(c, out, x, ids, weights, w13, w2, Fw)) return;
   const chunk = Math.max(1, Math.min(T, Math.floor(4096 / K)));
   const h = c.scratch('moe-h', chunk * K * Fw * 4);
@@ -294,6 +296,7 @@ export function cudaMoeExperts(c: CudaContext, out: Tensor, x: Tensor, ids: Tens
     const tc = Math.min(chunk, T - t0);
     const idp = c.ptr(ids.rows(t0, tc));
     c.launch(up, [Math.ceil(Fw / 8), tc * K, 1], 256, 0, [h, c.ptr(x.rows(t0, tc)), idp, c.ptr(w13), K, C, Fw]);
+    if (c.bf16Inputs) roundedCopy(c, null, h, tc * K * Fw);
     c.launch(down, [Math.ceil(C / 8), tc * K, 1], 256, 0, [y, h, idp, c.ptr(w2), C, Fw]);
     c.launch(combine, strideGrid(tc * C), 256, 0, [c.ptr(out.rows(t0, tc)), y, c.ptr(weights.rows(t0, tc)), tc, K, C]);
   }
