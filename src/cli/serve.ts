@@ -15,12 +15,13 @@ export const SERVE_USAGE = `usage: bailing serve [--model DIR] [options]
   --api-key KEY                  require "Authorization: Bearer KEY" on /v1/*, /tokenize, /detokenize
   --served-model-name NAME       model id in the API (default: the model directory's name)
   --max-num-seqs N               concurrent sequences (state slots; default 16)
-  --max-num-batched-tokens N     tokens per step: decodes + prefill chunks (default 256)
+  --max-num-batched-tokens N     tokens per step: decodes + prefill chunks (default 8192 on cuda, 256 on cpu)
   --max-model-len N              context length (default min(max_position_embeddings, 4096))
   --cache-tokens N               MLA latent cache size in tokens (default max-num-seqs × max-model-len)
   --max-body-bytes N             larger request bodies get 413 (default 4194304)
   --log-level debug|info|warn|error|silent   (default info; one line per request at info)
-  --device, --compat, --threads  as for generate
+  --device, --compat, --threads, --tp, --load-format, --kv-cache-dtype, --matmul-inputs
+                                 as for generate
 `;
 
 /** How long SIGTERM waits for in-flight requests before aborting them. */
