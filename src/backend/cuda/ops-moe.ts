@@ -134,32 +134,25 @@ function perExpertGemm(c: CudaContext, out: Tensor, x: Tensor, ids: Tensor, weig
   c.launch(c.kernel(MOE, 'moe_combine_perm_f32', 'pppplii'), strideGrid(T * C), 256, 0, [c.ptr(out), yp, c.ptr(weights), inv, T, K, C]);
 }
 
-/**
- * Block schedule of one grouped GEMM: per expert with rows, {first block, expert, first row, rows};
- * each expert gets colTiles × ceil(rows / GG_BM) blocks (row tiles fastest, see moe-grouped.cu).
- */
-function ggSchedule(start: Int32Array, E: number, colTiles: number): { table: Int32Array; groups: number; blocks: number } {
-  const t: number[] = [];
-  let blocks = 0;
-  for (let e = 0; e < E; e++) {
-    const rows = start[e + 1] - start[e];
-    if (rows === 0) continue;
-    t.push(blocks, e, start[e], rows);
-    blocks += colTiles * Math.ceil(rows / GG_BM);
-  }
-  return { table: Int32Array.from(t), groups: t.length / 4, blocks };
-}
-
 function groupedGemm(c: CudaContext, out: Tensor, x: Tensor, ids: Tensor, weights: Tensor, w13: Tensor, w2: Tensor, E: number, K: number, C: number, Fw: number): void {
   const T = x.shape[0], n = T * K;
-  const s = sortByExpert(readIds(c, ids, n), E);
   const split = c.moeSplit;
+  const hopper = c.info.major === 9 && c.info.minor === 0, bn = hopper ? GW_BN : GG_BN;
+  const colUp = Math.ceil(Fw / (bn / 2)), colDown = Math.ceil(C / bn);
+  // Permutation by expert on the device (moe_gg_count / plan / scatter): the host never waits for
+  // the router. The schedules list every expert (empty ones own no blocks), and the grids cover the
+  // most tiles any routing can need (Σ ceil(rows_e / BM) ≤ n / BM + min(E, n)); spare blocks exit.
   // The gate/up GEMM reads x's rows through tok (permuted row → token): x is converted to bf16
   // hi (+ lo) once per token, not gathered into a [n, C] copy.
-  const tok = c.hostArg('moe-gg-tok', s.pairs.map((p) => Math.floor(p / K))), inv = c.hostArg('moe-inv', s.inv);
-  const hopper = c.info.major === 9 && c.info.minor === 0, bn = hopper ? GW_BN : GG_BN;
-  const up = ggSchedule(s.start, E, Math.ceil(Fw / (bn / 2))), down = ggSchedule(s.start, E, Math.ceil(C / bn));
-  const upS = c.hostArg('moe-gg-up', up.table), downS = c.hostArg('moe-gg-down', down.table);
+  const counts = c.scratch('moe-gg-counts', E * 4), cursor = c.scratch('moe-gg-cursor', E * 4);
+  const upS = c.scratch('moe-gg-up', 16 * E), downS = c.scratch('moe-gg-down', 16 * E);
+  const tok = c.scratch('moe-gg-tok', n * 4), inv = c.scratch('moe-gg-inv', n * 4);
+  c.driver.memsetD8(counts, 0, E * 4, c.stream);
+  c.launch(c.kernel(MOE_GG, 'moe_gg_count', 'ppi'), strideGrid(n), 256, 0, [counts, c.ptr(ids), n]);
+  c.launch(c.kernel(MOE_GG, 'moe_gg_plan', 'ppppiiii'), [1, 1, 1], 32, 0, [cursor, upS, downS, counts, E, colUp, colDown, GG_BM]);
+  c.launch(c.kernel(MOE_GG, 'moe_gg_scatter', 'ppppii'), strideGrid(n), 256, 0, [tok, inv, cursor, c.ptr(ids), n, K]);
+  const tiles = Math.ceil(n / GG_BM) + Math.min(E, n);
+  const up = { blocks: colUp * tiles, groups: E }, down = { blocks: colDown * tiles, groups: E };
   const xh = c.scratch('moe-gg-xh', T * C * 2), xl = split ? c.scratch('moe-gg-xl', T * C * 2) : 0n;
   const hh = c.scratch('moe-hh', n * Fw * 2), hl = split ? c.scratch('moe-hl', n * Fw * 2) : 0n;
   const yp = c.scratch('moe-yp', n * C * 4);

@@ -78,7 +78,8 @@ __device__ __forceinline__ void gg_mainloop(float (&acc)[4][8][4], const unsigne
   asm volatile("cp.async.wait_group 0;\n" ::: "memory");  // nothing left in flight at exit
 }
 
-// sched [G][4] per expert with rows, in expert order: {first block, expert, first row, rows}.
+// sched [G][4] per expert, in expert order: {first block, expert, first row, rows}; entries of
+// empty experts (rows 0, from moe_gg_plan) own no blocks, and blocks past the last tile exit.
 // Block b of the group: column tile (b − first) / rowTiles, row tile (b − first) % rowTiles.
 // Row m of the A operand is aHi/aLo row tok[m] (tok: the permutation, so the gate/up GEMM reads the
 // token's row of x as converted once per token: no [T·K, C] gathered copy), or row m when tok is null.
@@ -110,8 +111,10 @@ __device__ __forceinline__ void grouped_gemm(float* __restrict__ y, unsigned sho
   }
   const int* sg = sched + 4 * lo;
   const int e = sg[1], r0 = sg[2], rows = sg[3];
+  if (rows <= 0) return;  // a device-built schedule lists empty experts and launches spare blocks
   const int rowTiles = (rows + GG_BM - 1) / GG_BM;
   const int local = b - sg[0], ct = local / rowTiles, rt = local % rowTiles;
+  if (ct * (GLU ? BN / 2 : BN) >= N) return;
   const int m0 = r0 + rt * GG_BM, mEnd = r0 + rows;  // permuted rows [m0, min(m0 + BM, mEnd))
   const int wRows = GLU ? 2 * N : N;                 // weight rows per expert (N = F for GLU)
   const unsigned short* we = w + (long long)e * wRows * Kd;
@@ -268,8 +271,10 @@ __device__ __forceinline__ void grouped_gemm_wg(float* __restrict__ y, unsigned 
   }
   const int* sg = sched + 4 * lo;
   const int e = sg[1], r0 = sg[2], rows = sg[3];
+  if (rows <= 0) return;  // a device-built schedule lists empty experts and launches spare blocks
   const int rowTiles = (rows + GW_BM - 1) / GW_BM;
   const int local = b - sg[0], ct = local / rowTiles, rt = local % rowTiles;
+  if (ct * (GLU ? GW_BN / 2 : GW_BN) >= N) return;
   const int m0 = r0 + rt * GW_BM, mEnd = r0 + rows;
   const int wRows = GLU ? 2 * N : N;
   const unsigned short* we = w + (long long)e * wRows * Kd;
@@ -321,7 +326,9 @@ __device__ __forceinline__ void grouped_gemm_wg(float* __restrict__ y, unsigned 
   float d[128];
 #pragma unroll
   for (int i = 0; i < 128; i++) d[i] = 0.f;
-  const bool live = m0 + wg * 64 < mEnd;  // warpgroup-uniform: its 64 rows hold a token
+  // Warpgroup-uniform: its 64 rows hold a token. (Issuing the MMAs on the zero rows too, so that
+  // ptxas need not serialise the wgmma (C7518), measured no faster on H100: 153.4 vs 152.9 ms at 8k.)
+  const bool live = m0 + wg * 64 < mEnd;
   const int nk = (Kd + GW_BK - 1) / GW_BK;
 #pragma unroll
   for (int s = 0; s < STAGES - 1; s++) {
@@ -407,5 +414,36 @@ extern "C" __global__ void moe_gg_split_rows(unsigned short* hi, unsigned short*
     const unsigned short hv = f2bf(v);
     hi[i] = hv;
     if (lo) lo[i] = f2bf(v - bf2f(hv));
+  }
+}
+
+// ---- The permutation by expert on the device (no host round trip, nothing waits for the router):
+// histogram, one-block plan, scatter. counts [E] must be zero on entry (the host clears it).
+extern "C" __global__ void moe_gg_count(int* counts, const int* ids, int n) {
+  for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n; p += gridDim.x * blockDim.x) atomicAdd(&counts[ids[p]], 1);
+}
+
+// One thread (E is a few hundred): each expert's first permuted row (cursor, advanced by the
+// scatter) and both GEMMs' schedules with an entry for every expert, empty ones owning no blocks.
+extern "C" __global__ void moe_gg_plan(int* cursor, int* schedUp, int* schedDown, const int* counts, int E, int colUp, int colDown, int bm) {
+  if (blockIdx.x != 0 || threadIdx.x != 0) return;
+  int at = 0, bu = 0, bd = 0;
+  for (int e = 0; e < E; e++) {
+    const int r = counts[e], tiles = (r + bm - 1) / bm;
+    cursor[e] = at;
+    schedUp[4 * e] = bu, schedUp[4 * e + 1] = e, schedUp[4 * e + 2] = at, schedUp[4 * e + 3] = r;
+    schedDown[4 * e] = bd, schedDown[4 * e + 1] = e, schedDown[4 * e + 2] = at, schedDown[4 * e + 3] = r;
+    at += r, bu += colUp * tiles, bd += colDown * tiles;
+  }
+}
+
+// tok[slot] = token of pair p (p = t·K + k), inv[p] = slot. Slots within an expert come in atomic
+// order: every GEMM row is computed from its own A row alone and the combine reads pairs in k order,
+// so the order changes no value.
+extern "C" __global__ void moe_gg_scatter(int* tok, int* inv, int* cursor, const int* ids, int n, int K) {
+  for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n; p += gridDim.x * blockDim.x) {
+    const int s = atomicAdd(&cursor[ids[p]], 1);
+    inv[p] = s;
+    tok[s] = p / K;
   }
 }
