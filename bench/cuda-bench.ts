@@ -33,12 +33,12 @@ import { buildSpec, parseConfig } from '../src/model/config.js';
 import { Model } from '../src/model/forward.js';
 import type { StepBatch } from '../src/model/step.js';
 import { loadWeights } from '../src/model/weights.js';
+import { eventTimer, median } from './event-timer.js';
 import { decodeBytes, dummySource, flashCutConfig, prefillFlops, ringMiniConfig } from './geometry.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const log = (s: string): void => void process.stdout.write(s + '\n');
 const list = (s: string | undefined): number[] => (s ? s.split(',').filter(Boolean).map(Number) : []);
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 
 function main(): void {
   const { values } = parseArgs({
@@ -60,18 +60,7 @@ function main(): void {
     c.moeSplit = values['moe-split'] === '' ? c.gemmSplit : values['moe-split'] !== '0';
   }
   log(`device: ${be.device.name} (sm_${be.device.major}${be.device.minor}, ${be.device.sms} SMs, ${(be.device.totalBytes / 2 ** 30).toFixed(1)} GiB), geometry ${values.geometry}`);
-  const e0 = d.eventCreate(), e1 = d.eventCreate();
-  const timeIt = (f: () => void, reps: number, warm = 2): number => {
-    const ms: number[] = [];
-    for (let i = 0; i < reps + warm; i++) {
-      d.eventRecord(e0, c.stream);
-      f();
-      d.eventRecord(e1, c.stream);
-      d.eventSync(e1);
-      if (i >= warm) ms.push(d.eventElapsed(e0, e1));
-    }
-    return median(ms);
-  };
+  const timeIt = eventTimer(d, c.stream);
 
   // Ceilings measured in this run: D2D copy (bytes read + written) and a bf16 cuBLASLt GEMM.
   const n = 1 << 30;

@@ -12,9 +12,9 @@ import { parseArgs } from 'node:util';
 import { CudaBackend } from '../src/backend/cuda/cuda-backend.js';
 import { strideGrid } from '../src/backend/cuda/ops-basic.js';
 import { Prng } from '../src/util/prng.js';
+import { eventTimer } from './event-timer.js';
 
 const log = (s: string): void => void process.stdout.write(s + '\n');
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 
 function main(): void {
   const { values } = parseArgs({ options: { tokens: { type: 'string', default: '4096' }, ref: { type: 'string', default: '' }, out: { type: 'string', default: '' } } });
@@ -53,18 +53,8 @@ function main(): void {
     return { table: c.hostArg(`gg-b-${bm}-${colTiles}`, Int32Array.from(t)), groups: t.length / 4, blocks };
   };
   const tok = c.hostArg('gg-b-tok', pairs.map((p) => Math.floor(p / K))), pairsD = c.hostArg('gg-b-pairs', pairs);
-  const e0 = d.eventCreate(), e1 = d.eventCreate();
-  const timeIt = (f: () => void, reps = 5, warm = 1): number => {
-    const ms: number[] = [];
-    for (let i = 0; i < reps + warm; i++) {
-      d.eventRecord(e0, c.stream);
-      f();
-      d.eventRecord(e1, c.stream);
-      d.eventSync(e1);
-      if (i >= warm) ms.push(d.eventElapsed(e0, e1));
-    }
-    return median(ms);
-  };
+  const timer = eventTimer(d, c.stream);
+  const timeIt = (f: () => void): number => timer(f, 5, 1);
   const upFlop = 2 * n * 2 * F * C, downFlop = 2 * n * C * F;
   const xh = alloc(n * C * 2), xl = alloc(n * C * 2), hh = alloc(n * F * 2), hl = alloc(n * F * 2), yp = alloc(n * C * 4);
   const refH = new Uint16Array(n * F), refY = new Float32Array(n * C), gotH = new Uint16Array(n * F), gotY = new Float32Array(n * C);

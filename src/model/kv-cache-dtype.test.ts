@@ -22,7 +22,7 @@ import { toF64, type Tensor } from '../tensor/tensor.js';
 import { compare, fmtStats } from '../util/compare.js';
 import { roundBf16 } from '../util/numeric.js';
 import { Prng } from '../util/prng.js';
-import { harness, kvOf, latentsOf, runPrompt, type Harness } from './test-harness.js';
+import { harness, kvOf, latentsOf, runPrompt, withOps, type Harness } from './test-harness.js';
 import { writeTinyModel } from './tiny-checkpoint.js';
 import { ringLinearVariants, tinyVariants } from './tiny-configs.js';
 
@@ -74,16 +74,6 @@ class RoundTape {
   }
 }
 
-/** `be` with another op table; everything else is `be` itself (methods bound to it). */
-function withOps(be: Backend, ops: Ops): Backend {
-  return new Proxy(be, {
-    get(target, key) {
-      if (key === 'ops') return ops;
-      const v: unknown = Reflect.get(target, key, target);
-      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
-    },
-  });
-}
 
 const root = mkdtempSync(join(tmpdir(), 'bailing-kv-dtype-'));
 process.on('exit', () => rmSync(root, { recursive: true, force: true }));

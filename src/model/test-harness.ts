@@ -268,7 +268,7 @@ function flipAt(call: number, rec: RouteCall, t: number, mine: Set<number>, sel:
 }
 
 /** `be` with another op table; everything else is `be` itself (methods bound to it). */
-function withOps(be: Backend, ops: Ops): Backend {
+export function withOps(be: Backend, ops: Ops): Backend {
   return new Proxy(be, {
     get(target, key) {
       if (key === 'ops') return ops;

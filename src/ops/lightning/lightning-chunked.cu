@@ -9,6 +9,7 @@
 // else one MMA on bf16-rounded operands (benchmarks). Decay factors are f64 → f32 before any split.
 // The next chunk's f32 q/k/v land in a staging area by cp.async while the current one computes.
 #include "../cuda-common.cuh"
+#include "../tensor-core.cuh"
 
 #define LC_C 64         // chunk length
 #define LC_D 128        // head dim
@@ -17,36 +18,10 @@
 #define LC_PQ (LC_D + 8)  // bf16 pitches, +16 bytes: conflict-free ldmatrix
 #define LC_PV (LC_N + 8)
 
-__device__ __forceinline__ unsigned lc_smem(const void* p) {
-  unsigned r;  // generic → shared-window address (inline PTX: NVRTC gets no CUDA headers here)
-  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }\n" : "=r"(r) : "l"(p));
-  return r;
-}
-// 16-byte async copy; ok = false zero-fills (rows past n must be 0, not garbage: 0·NaN).
-__device__ __forceinline__ void lc_cp16(void* dst, const void* src, bool ok) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(lc_smem(dst)), "l"(src), "r"(ok ? 16 : 0) : "memory");
-}
-__device__ __forceinline__ void lc_ldsm4(unsigned* r, const unsigned short* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(lc_smem(p)) : "memory");
-}
-__device__ __forceinline__ void lc_ldsm4t(unsigned* r, const unsigned short* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(lc_smem(p)) : "memory");
-}
-__device__ __forceinline__ void lc_mma(float* c, const unsigned* a, unsigned b0, unsigned b1) {
-  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-// Two floats → bf16x2 (lo in the low half: the lower column index), round to nearest even.
-__device__ __forceinline__ unsigned lc_pack(float lo, float hi) {
-  unsigned r;
-  asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
-  return r;
-}
 // x0, x1 → bf16x2 hi and bf16x2 lo (x − hi, rounded).
 __device__ __forceinline__ void lc_split2(float x0, float x1, unsigned& hi, unsigned& lo) {
-  hi = lc_pack(x0, x1);
-  lo = lc_pack(x0 - __uint_as_float(hi << 16), x1 - __uint_as_float(hi & 0xffff0000u));
+  hi = tc_pack(x0, x1);
+  lo = tc_pack(x0 - __uint_as_float(hi << 16), x1 - __uint_as_float(hi & 0xffff0000u));
 }
 // Four f32 → 4 bf16 hi (+ 4 lo) stored as 8-byte words.
 template <bool SPLIT>
@@ -72,21 +47,21 @@ __device__ __forceinline__ void lc_intra(float (*acc)[4], const unsigned short* 
   for (int ks = 0; ks < LC_D / 16; ks++) {
     unsigned ah[4], al[4];
     const int aoff = (16 * mt + (lane & 15)) * LC_PQ + ks * 16 + (lane >> 4) * 8;
-    lc_ldsm4(ah, sQ + aoff);
-    if constexpr (SPLIT) lc_ldsm4(al, sQ + QE + aoff);
+    tc_ldsm4(ah, sQ + aoff);
+    if constexpr (SPLIT) tc_ldsm4(al, sQ + QE + aoff);
 #pragma unroll
     for (int np = 0; np < NW; np++) {
       unsigned bh[4], bl[4];
       const int boff = (np * 16 + (lane & 7) + ((lane >> 4) << 3)) * LC_PQ + ks * 16 + ((lane >> 3) & 1) * 8;
-      lc_ldsm4(bh, sK + boff);
-      if constexpr (SPLIT) lc_ldsm4(bl, sK + QE + boff);
-      lc_mma(s[2 * np], ah, bh[0], bh[1]);
-      lc_mma(s[2 * np + 1], ah, bh[2], bh[3]);
+      tc_ldsm4(bh, sK + boff);
+      if constexpr (SPLIT) tc_ldsm4(bl, sK + QE + boff);
+      tc_mma(s[2 * np], ah, bh[0], bh[1]);
+      tc_mma(s[2 * np + 1], ah, bh[2], bh[3]);
       if constexpr (SPLIT) {
-        lc_mma(s[2 * np], ah, bl[0], bl[1]);
-        lc_mma(s[2 * np + 1], ah, bl[2], bl[3]);
-        lc_mma(s[2 * np], al, bh[0], bh[1]);
-        lc_mma(s[2 * np + 1], al, bh[2], bh[3]);
+        tc_mma(s[2 * np], ah, bl[0], bl[1]);
+        tc_mma(s[2 * np + 1], ah, bl[2], bl[3]);
+        tc_mma(s[2 * np], al, bh[0], bh[1]);
+        tc_mma(s[2 * np + 1], al, bh[2], bh[3]);
       }
     }
   }
@@ -108,15 +83,15 @@ __device__ __forceinline__ void lc_intra(float (*acc)[4], const unsigned short* 
   for (int kk = 0; kk < NW; kk++) {
     unsigned bh[4], bl[4];
     const int boff = (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LC_PV + half * 16 + (lane >> 4) * 8;
-    lc_ldsm4t(bh, sV + boff);
-    if constexpr (SPLIT) lc_ldsm4t(bl, sV + VE + boff);
-    lc_mma(acc[0], pa[kk], bh[0], bh[1]);
-    lc_mma(acc[1], pa[kk], bh[2], bh[3]);
+    tc_ldsm4t(bh, sV + boff);
+    if constexpr (SPLIT) tc_ldsm4t(bl, sV + VE + boff);
+    tc_mma(acc[0], pa[kk], bh[0], bh[1]);
+    tc_mma(acc[1], pa[kk], bh[2], bh[3]);
     if constexpr (SPLIT) {
-      lc_mma(acc[0], pa[kk], bl[0], bl[1]);
-      lc_mma(acc[1], pa[kk], bl[2], bl[3]);
-      lc_mma(acc[0], pl[kk], bh[0], bh[1]);
-      lc_mma(acc[1], pl[kk], bh[2], bh[3]);
+      tc_mma(acc[0], pa[kk], bl[0], bl[1]);
+      tc_mma(acc[1], pa[kk], bl[2], bl[3]);
+      tc_mma(acc[0], pl[kk], bh[0], bh[1]);
+      tc_mma(acc[1], pl[kk], bh[2], bh[3]);
     }
   }
 }
@@ -152,12 +127,12 @@ __device__ __forceinline__ void lightning_chunked(float* __restrict__ o, const f
     for (int e = tid; e < LC_C * LC_D / 4; e += LC_THREADS) {
       const int r = e / (LC_D / 4), c = e % (LC_D / 4) * 4, t = c0 + r;
       const long long off = (long long)(t < n ? t : 0) * W + c;
-      lc_cp16(fQ + r * LC_D + c, gq + off, t < n);
-      lc_cp16(fK + r * LC_D + c, gk + off, t < n);
+      tc_cp16(fQ + r * LC_D + c, gq + off, t < n);
+      tc_cp16(fK + r * LC_D + c, gk + off, t < n);
     }
     for (int e = tid; e < LC_C * LC_N / 4; e += LC_THREADS) {
       const int r = e / (LC_N / 4), c = e % (LC_N / 4) * 4, t = c0 + r;
-      lc_cp16(fV + r * LC_N + c, gv + (long long)(t < n ? t : 0) * W + c, t < n);
+      tc_cp16(fV + r * LC_N + c, gv + (long long)(t < n ? t : 0) * W + c, t < n);
     }
     asm volatile("cp.async.commit_group;\n" ::: "memory");
   };
@@ -222,19 +197,19 @@ __device__ __forceinline__ void lightning_chunked(float* __restrict__ o, const f
       unsigned ah[4], al[4], bh[4], bl[4];
       const int aoff = (16 * mt + (lane & 15)) * LC_PQ + ks * 16 + (lane >> 4) * 8;
       const int boff = (ks * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LC_PV + half * 16 + (lane >> 4) * 8;
-      lc_ldsm4(ah, sQ + aoff);
-      lc_ldsm4t(bh, sS + boff);
+      tc_ldsm4(ah, sQ + aoff);
+      tc_ldsm4t(bh, sS + boff);
       if constexpr (SPLIT) {
-        lc_ldsm4(al, sQ + QE + aoff);
-        lc_ldsm4t(bl, sS + SE + boff);
+        tc_ldsm4(al, sQ + QE + aoff);
+        tc_ldsm4t(bl, sS + SE + boff);
       }
-      lc_mma(qs[0], ah, bh[0], bh[1]);
-      lc_mma(qs[1], ah, bh[2], bh[3]);
+      tc_mma(qs[0], ah, bh[0], bh[1]);
+      tc_mma(qs[1], ah, bh[2], bh[3]);
       if constexpr (SPLIT) {
-        lc_mma(qs[0], ah, bl[0], bl[1]);
-        lc_mma(qs[1], ah, bl[2], bl[3]);
-        lc_mma(qs[0], al, bh[0], bh[1]);
-        lc_mma(qs[1], al, bh[2], bh[3]);
+        tc_mma(qs[0], ah, bl[0], bl[1]);
+        tc_mma(qs[1], ah, bl[2], bl[3]);
+        tc_mma(qs[0], al, bh[0], bh[1]);
+        tc_mma(qs[1], al, bh[2], bh[3]);
       }
     }
     {
@@ -261,23 +236,23 @@ __device__ __forceinline__ void lightning_chunked(float* __restrict__ o, const f
       unsigned ah[4], al[4], bh[2][4], bl[2][4];
       const int mi = lane >> 3;
       const int aoff = (kk * 16 + (lane & 7) + (mi >> 1) * 8) * LC_PQ + 16 * w + (mi & 1) * 8;
-      lc_ldsm4t(ah, sK + aoff);
-      if constexpr (SPLIT) lc_ldsm4t(al, sK + QE + aoff);
+      tc_ldsm4t(ah, sK + aoff);
+      if constexpr (SPLIT) tc_ldsm4t(al, sK + QE + aoff);
 #pragma unroll
       for (int dp = 0; dp < 2; dp++) {
         const int boff = (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LC_PV + dp * 16 + (lane >> 4) * 8;
-        lc_ldsm4t(bh[dp], sVd + boff);
-        if constexpr (SPLIT) lc_ldsm4t(bl[dp], sVd + VE + boff);
+        tc_ldsm4t(bh[dp], sVd + boff);
+        if constexpr (SPLIT) tc_ldsm4t(bl[dp], sVd + VE + boff);
       }
 #pragma unroll
       for (int dp = 0; dp < 2; dp++) {
-        lc_mma(S[2 * dp], ah, bh[dp][0], bh[dp][1]);
-        lc_mma(S[2 * dp + 1], ah, bh[dp][2], bh[dp][3]);
+        tc_mma(S[2 * dp], ah, bh[dp][0], bh[dp][1]);
+        tc_mma(S[2 * dp + 1], ah, bh[dp][2], bh[dp][3]);
         if constexpr (SPLIT) {
-          lc_mma(S[2 * dp], ah, bl[dp][0], bl[dp][1]);
-          lc_mma(S[2 * dp + 1], ah, bl[dp][2], bl[dp][3]);
-          lc_mma(S[2 * dp], al, bh[dp][0], bh[dp][1]);
-          lc_mma(S[2 * dp + 1], al, bh[dp][2], bh[dp][3]);
+          tc_mma(S[2 * dp], ah, bl[dp][0], bl[dp][1]);
+          tc_mma(S[2 * dp + 1], ah, bl[dp][2], bl[dp][3]);
+          tc_mma(S[2 * dp], al, bh[dp][0], bh[dp][1]);
+          tc_mma(S[2 * dp + 1], al, bh[dp][2], bh[dp][3]);
         }
       }
     }

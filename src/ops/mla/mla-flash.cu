@@ -6,6 +6,7 @@
 // SPLIT: every bf16 operand is a hi + lo pair and each product takes three MMAs (hi·hi + hi·lo +
 // lo·hi), so the result stays near f32 (the CPU backend's numbers) at three times the MMA work.
 #include "../cuda-common.cuh"
+#include "../tensor-core.cuh"
 
 #define FL_BM 64       // queries per block: 4 warps × 16 rows
 #define FL_THREADS 128
@@ -56,35 +57,9 @@ extern "C" __global__ void mla_flash_pack_kv(unsigned short* knHi, unsigned shor
   }
 }
 
-__device__ __forceinline__ unsigned smem_u32(const void* p) {
-  unsigned r;  // generic → shared-window address (inline PTX: NVRTC gets no CUDA headers here)
-  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }\n" : "=r"(r) : "l"(p));
-  return r;
-}
-// 16-byte async copy; ok = false zero-fills (keys past the context must be 0, not garbage: 0·NaN).
-__device__ __forceinline__ void cp16(void* dst, const void* src, bool ok) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src), "r"(ok ? 16 : 0) : "memory");
-}
 __device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 __device__ __forceinline__ void cp_wait1() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
-__device__ __forceinline__ void ldsm4(unsigned* r, const unsigned short* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_u32(p)) : "memory");
-}
-__device__ __forceinline__ void ldsm4t(unsigned* r, const unsigned short* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_u32(p)) : "memory");
-}
-__device__ __forceinline__ void mma16816(float* c, const unsigned* a, unsigned b0, unsigned b1) {
-  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-// Two floats → bf16x2 (lo in the low half: the lower column index), round to nearest even.
-__device__ __forceinline__ unsigned pack_bf2(float lo, float hi) {
-  unsigned r;
-  asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
-  return r;
-}
-__device__ __forceinline__ float bf_round(float x) { return __uint_as_float(pack_bf2(x, 0.f) << 16); }
+__device__ __forceinline__ float bf_round(float x) { return __uint_as_float(tc_pack(x, 0.f) << 16); }
 
 // s[BN/8][4] += A(16 rows of this warp, KS·16 cols, pitch P) · B(BN keys, pitch P)ᵀ.
 template <int KS, int BN, int P>
@@ -92,13 +67,13 @@ __device__ __forceinline__ void qk_part(float (*s)[4], const unsigned short* qa,
 #pragma unroll
   for (int ks = 0; ks < KS; ks++) {
     unsigned a[4];
-    ldsm4(a, qa + (w * 16 + (lane & 15)) * P + ks * 16 + (lane >> 4) * 8);
+    tc_ldsm4(a, qa + (w * 16 + (lane & 15)) * P + ks * 16 + (lane >> 4) * 8);
 #pragma unroll
     for (int np = 0; np < BN / 16; np++) {
       unsigned b[4];
-      ldsm4(b, kb + (np * 16 + (lane & 7) + ((lane >> 4) << 3)) * P + ks * 16 + ((lane >> 3) & 1) * 8);
-      mma16816(s[2 * np], a, b[0], b[1]);
-      mma16816(s[2 * np + 1], a, b[2], b[3]);
+      tc_ldsm4(b, kb + (np * 16 + (lane & 7) + ((lane >> 4) << 3)) * P + ks * 16 + ((lane >> 3) & 1) * 8);
+      tc_mma(s[2 * np], a, b[0], b[1]);
+      tc_mma(s[2 * np + 1], a, b[2], b[3]);
     }
   }
 }
@@ -111,9 +86,9 @@ __device__ __forceinline__ void pv_part(float (*o)[4], const unsigned (*pa)[4], 
 #pragma unroll
     for (int dp = 0; dp < DV / 16; dp++) {
       unsigned b[4];
-      ldsm4t(b, v + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * PV + dp * 16 + (lane >> 4) * 8);
-      mma16816(o[2 * dp], pa[kk], b[0], b[1]);
-      mma16816(o[2 * dp + 1], pa[kk], b[2], b[3]);
+      tc_ldsm4t(b, v + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * PV + dp * 16 + (lane >> 4) * 8);
+      tc_mma(o[2 * dp], pa[kk], b[0], b[1]);
+      tc_mma(o[2 * dp + 1], pa[kk], b[2], b[3]);
     }
 }
 
@@ -147,15 +122,15 @@ __device__ __forceinline__ void flash_prefill(float* __restrict__ out, const flo
       unsigned short* v = sV + (st * NP + p) * VE;
       for (int e = tid; e < BN * DN / 8; e += FL_THREADS) {
         const int r = e / (DN / 8), c = e % (DN / 8) * 8, s = k0 + r;
-        cp16(k + r * PN + c, gkn[p] + (long long)(s < ctx ? s : 0) * DN + c, s < ctx);
+        tc_cp16(k + r * PN + c, gkn[p] + (long long)(s < ctx ? s : 0) * DN + c, s < ctx);
       }
       for (int e = tid; e < BN * DR / 8; e += FL_THREADS) {
         const int r = e / (DR / 8), c = e % (DR / 8) * 8, s = k0 + r;
-        cp16(k + BN * PN + r * PR + c, gkr[p] + (long long)(s < ctx ? s : 0) * DR + c, s < ctx);
+        tc_cp16(k + BN * PN + r * PR + c, gkr[p] + (long long)(s < ctx ? s : 0) * DR + c, s < ctx);
       }
       for (int e = tid; e < BN * DV / 8; e += FL_THREADS) {
         const int r = e / (DV / 8), c = e % (DV / 8) * 8, s = k0 + r;
-        cp16(v + r * PV + c, gv[p] + (long long)(s < ctx ? s : 0) * DV + c, s < ctx);
+        tc_cp16(v + r * PV + c, gv[p] + (long long)(s < ctx ? s : 0) * DV + c, s < ctx);
       }
     }
   };
@@ -246,11 +221,11 @@ __device__ __forceinline__ void flash_prefill(float* __restrict__ out, const flo
       l1 += s[j][2] + s[j][3];
       // A fragment of P for keys 16kk..16kk+15: tile 2kk gives regs 0/1, tile 2kk+1 regs 2/3.
       const int kk = j >> 1, hf = (j & 1) * 2;
-      pa[kk][hf] = pack_bf2(s[j][0], s[j][1]);
-      pa[kk][hf + 1] = pack_bf2(s[j][2], s[j][3]);
+      pa[kk][hf] = tc_pack(s[j][0], s[j][1]);
+      pa[kk][hf + 1] = tc_pack(s[j][2], s[j][3]);
       if constexpr (SPLIT) {
-        pl[kk][hf] = pack_bf2(s[j][0] - __uint_as_float(pa[kk][hf] << 16), s[j][1] - __uint_as_float(pa[kk][hf] & 0xffff0000u));
-        pl[kk][hf + 1] = pack_bf2(s[j][2] - __uint_as_float(pa[kk][hf + 1] << 16), s[j][3] - __uint_as_float(pa[kk][hf + 1] & 0xffff0000u));
+        pl[kk][hf] = tc_pack(s[j][0] - __uint_as_float(pa[kk][hf] << 16), s[j][1] - __uint_as_float(pa[kk][hf] & 0xffff0000u));
+        pl[kk][hf + 1] = tc_pack(s[j][2] - __uint_as_float(pa[kk][hf + 1] << 16), s[j][3] - __uint_as_float(pa[kk][hf + 1] & 0xffff0000u));
       }
     }
     pv_part<DV, BN, PV>(o, pa, vHs, lane);

@@ -12,28 +12,12 @@
 // A warp whose 64 rows run past its expert's end issues MMAs for its live 16-row slices only
 // (1, 2 or 4), so the ~128-row experts of a real prefill pay little for their partial second tile.
 #include "../cuda-common.cuh"
+#include "../tensor-core.cuh"
 
 #define GG_BM 128  // token rows per tile: 2 warps × 64
 #define GG_BK 32
 #define GG_PK (GG_BK + 8)  // smem pitch (elements)
 
-__device__ __forceinline__ unsigned gg_smem(const void* p) {
-  unsigned r;  // generic → shared-window address (NVRTC gets no CUDA headers)
-  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }\n" : "=r"(r) : "l"(p));
-  return r;
-}
-// 16-byte async copy; ok = false zero-fills (rows past an expert's end, k past the depth).
-__device__ __forceinline__ void gg_cp16(void* dst, const void* src, bool ok) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(gg_smem(dst)), "l"(src), "r"(ok ? 16 : 0) : "memory");
-}
-__device__ __forceinline__ void gg_ldsm4(unsigned* r, const unsigned short* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(gg_smem(p)) : "memory");
-}
-__device__ __forceinline__ void gg_mma(float* c, const unsigned* a, unsigned b0, unsigned b1) {
-  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
 
 // The k loop of one warp: MC = its live 16-row slices (0, 1, 2 or 4; a warp-uniform choice of one
 // unrolled body). load(kt, stage) issues a block's cp.async copies of k tile kt.
@@ -59,23 +43,43 @@ __device__ __forceinline__ void gg_mainloop(float (&acc)[4][8][4], const unsigne
 #pragma unroll
         for (int p = 0; p < NP; p++)
 #pragma unroll
-          for (int mi = 0; mi < MC; mi++) gg_ldsm4(a[p][mi], sA + p * AE + (wm * 64 + mi * 16 + (lane & 15)) * GG_PK + ks * 16 + (lane >> 4) * 8);
+          for (int mi = 0; mi < MC; mi++) tc_ldsm4(a[p][mi], sA + p * AE + (wm * 64 + mi * 16 + (lane & 15)) * GG_PK + ks * 16 + (lane >> 4) * 8);
 #pragma unroll
         for (int np = 0; np < 4; np++) {
           unsigned bf[4];
-          gg_ldsm4(bf, sB + (wn * 64 + np * 16 + (lane & 7) + ((lane >> 4) << 3)) * GG_PK + ks * 16 + ((lane >> 3) & 1) * 8);
+          tc_ldsm4(bf, sB + (wn * 64 + np * 16 + (lane & 7) + ((lane >> 4) << 3)) * GG_PK + ks * 16 + ((lane >> 3) & 1) * 8);
 #pragma unroll
           for (int p = 0; p < NP; p++)
 #pragma unroll
             for (int mi = 0; mi < MC; mi++) {
-              gg_mma(acc[mi][2 * np], a[p][mi], bf[0], bf[1]);
-              gg_mma(acc[mi][2 * np + 1], a[p][mi], bf[2], bf[3]);
+              tc_mma(acc[mi][2 * np], a[p][mi], bf[0], bf[1]);
+              tc_mma(acc[mi][2 * np + 1], a[p][mi], bf[2], bf[3]);
             }
         }
       }
     }
   }
   asm volatile("cp.async.wait_group 0;\n" ::: "memory");  // nothing left in flight at exit
+}
+
+// Block b's tile in a schedule: its expert, column tile ct (of width cw columns of N) and permuted
+// rows [m0, min(m0 + bm, mEnd)). False when b owns none: an empty expert's entry or a spare block.
+struct GgTile {
+  int e, ct, m0, mEnd;
+};
+__device__ __forceinline__ bool gg_tile(const int* __restrict__ sched, int G, int b, int bm, int cw, int N, GgTile& t) {
+  int lo = 0, hi = G - 1;  // sched is sorted by first block; G ≤ E ≤ a few hundred
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) >> 1;
+    if (sched[4 * mid] <= b) lo = mid;
+    else hi = mid - 1;
+  }
+  const int* sg = sched + 4 * lo;
+  const int rows = sg[3];
+  if (rows <= 0) return false;
+  const int rowTiles = (rows + bm - 1) / bm, local = b - sg[0];
+  t.e = sg[1], t.ct = local / rowTiles, t.m0 = sg[2] + (local % rowTiles) * bm, t.mEnd = sg[2] + rows;
+  return t.ct * cw < N;
 }
 
 // sched [G][4] per expert, in expert order: {first block, expert, first row, rows}; entries of
@@ -101,21 +105,9 @@ __device__ __forceinline__ void grouped_gemm(float* __restrict__ y, unsigned sho
   extern __shared__ uint4 ggRaw[];
   unsigned short* sm = reinterpret_cast<unsigned short*>(ggRaw);
 
-  // Find the expert group of this block (sched is sorted by first block; G ≤ E ≤ a few hundred).
-  const int b = blockIdx.x;
-  int lo = 0, hi = G - 1;
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) >> 1;
-    if (sched[4 * mid] <= b) lo = mid;
-    else hi = mid - 1;
-  }
-  const int* sg = sched + 4 * lo;
-  const int e = sg[1], r0 = sg[2], rows = sg[3];
-  if (rows <= 0) return;  // a device-built schedule lists empty experts and launches spare blocks
-  const int rowTiles = (rows + GG_BM - 1) / GG_BM;
-  const int local = b - sg[0], ct = local / rowTiles, rt = local % rowTiles;
-  if (ct * (GLU ? BN / 2 : BN) >= N) return;
-  const int m0 = r0 + rt * GG_BM, mEnd = r0 + rows;  // permuted rows [m0, min(m0 + BM, mEnd))
+  GgTile tile;
+  if (!gg_tile(sched, G, blockIdx.x, GG_BM, GLU ? BN / 2 : BN, N, tile)) return;
+  const int e = tile.e, ct = tile.ct, m0 = tile.m0, mEnd = tile.mEnd;  // permuted rows [m0, min(m0 + BM, mEnd))
   const int wRows = GLU ? 2 * N : N;                 // weight rows per expert (N = F for GLU)
   const unsigned short* we = w + (long long)e * wRows * Kd;
 
@@ -155,13 +147,13 @@ __device__ __forceinline__ void grouped_gemm(float* __restrict__ y, unsigned sho
     for (int i = 0; i < AL; i++) {
       const bool ok = aOk[i] && kok;
       const long long off = ok ? aOff[i] + k0 : 0;
-      gg_cp16(sA + (cr + i * RS) * GG_PK + cc, aHi + off, ok);
-      if constexpr (SPLIT) gg_cp16(sA + AE + (cr + i * RS) * GG_PK + cc, aLo + off, ok);
+      tc_cp16(sA + (cr + i * RS) * GG_PK + cc, aHi + off, ok);
+      if constexpr (SPLIT) tc_cp16(sA + AE + (cr + i * RS) * GG_PK + cc, aLo + off, ok);
     }
 #pragma unroll
     for (int i = 0; i < BL; i++) {
       const bool ok = bOk[i] && kok;
-      gg_cp16(sB + (cr + i * RS) * GG_PK + cc, we + (ok ? bOff[i] + k0 : 0), ok);
+      tc_cp16(sB + (cr + i * RS) * GG_PK + cc, we + (ok ? bOff[i] + k0 : 0), ok);
     }
   };
 
@@ -260,22 +252,11 @@ __device__ __forceinline__ void grouped_gemm_wg(float* __restrict__ y, unsigned 
   constexpr int AB = GW_BM * 128, BB = GW_BN * 128, SB = NP * AB + BB;  // bytes per plane / stage
   constexpr int AL = GW_BM * 8 / 256, BL = GW_BN * 8 / 256;              // 16-byte chunks per thread
   extern __shared__ uint4 ggRaw[];
-  const unsigned smBase = (gg_smem(ggRaw) + 1023u) & ~1023u;  // swizzle atoms need 1024-byte alignment
+  const unsigned smBase = (tc_smem(ggRaw) + 1023u) & ~1023u;  // swizzle atoms need 1024-byte alignment
 
-  const int b = blockIdx.x;
-  int lo = 0, hi = G - 1;
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) >> 1;
-    if (sched[4 * mid] <= b) lo = mid;
-    else hi = mid - 1;
-  }
-  const int* sg = sched + 4 * lo;
-  const int e = sg[1], r0 = sg[2], rows = sg[3];
-  if (rows <= 0) return;  // a device-built schedule lists empty experts and launches spare blocks
-  const int rowTiles = (rows + GW_BM - 1) / GW_BM;
-  const int local = b - sg[0], ct = local / rowTiles, rt = local % rowTiles;
-  if (ct * (GLU ? GW_BN / 2 : GW_BN) >= N) return;
-  const int m0 = r0 + rt * GW_BM, mEnd = r0 + rows;
+  GgTile tile;
+  if (!gg_tile(sched, G, blockIdx.x, GW_BM, GLU ? GW_BN / 2 : GW_BN, N, tile)) return;
+  const int e = tile.e, ct = tile.ct, m0 = tile.m0, mEnd = tile.mEnd;
   const int wRows = GLU ? 2 * N : N;
   const unsigned short* we = w + (long long)e * wRows * Kd;
 
