@@ -1,8 +1,11 @@
 /**
  * A tensor-parallel rank ≥ 1 (tp.ts): forked by rank 0 with a TpInit over IPC. Loads its shards
  * on GPU `rank`, joins the NCCL communicator, then runs every step frame rank 0 writes to its FIFO.
- * Exits when rank 0 says so, when the IPC channel closes, or (watchdog thread) when rank 0 is gone
- * while this thread is stuck in a GPU wait.
+ * Exits when rank 0 says so, when the IPC channel closes, or (watchdog thread, within 100 ms) when
+ * rank 0 is gone while this thread is stuck in a GPU wait. A follower needs no NCCL abort of its
+ * own: when any rank dies, rank 0's watcher SIGKILLs the others (tp-guard.ts), and a killed process
+ * gives its GPU back through the driver whatever its kernels were waiting on; only rank 0, the
+ * process that lives on (server, exit code), aborts its communicator and exits normally.
  */
 import { createReadStream } from 'node:fs';
 import { Worker } from 'node:worker_threads';
@@ -22,7 +25,7 @@ import type { TpInit } from './tp.js';
 function start(init: TpInit): void {
   const parent = process.ppid;
   // Kills this process if rank 0 disappears, even while the main thread is blocked in a CUDA call.
-  new Worker(`setInterval(() => { if (process.ppid !== ${parent}) process.kill(${process.pid}, 'SIGKILL'); }, 500);`, { eval: true }).unref();
+  new Worker(`setInterval(() => { if (process.ppid !== ${parent}) process.kill(${process.pid}, 'SIGKILL'); }, 100);`, { eval: true }).unref();
   const frames = new FrameReader();
   const queued: Int32Array[] = [];
   let follower: StepFollower | null = null;
@@ -47,7 +50,7 @@ function start(init: TpInit): void {
   }
   const z = engineSizes(loaded.spec.config, init.open);
   const model = new Model(be, loaded.spec, loaded.weights, z.maxBatchTokens, z.maxSampleRows, z.blockSize);
-  const cache = new HybridCache(be, cacheGeometry(loaded.spec), { maxSeqs: z.maxSeqs, numBlocks: z.numBlocks, blockSize: z.blockSize });
+  const cache = new HybridCache(be, cacheGeometry(loaded.spec), { maxSeqs: z.maxSeqs, numBlocks: z.numBlocks, blockSize: z.blockSize, kvCacheDtype: z.kvCacheDtype });
   be.sync();
   follower = new StepFollower(model, cache);
   for (const w of queued.splice(0)) follower.run(w);

@@ -1,16 +1,20 @@
 /**
- * Tensor parallelism on real GPUs (issue 6): TP 2 (and TP 4 with four GPUs) against TP 1 on the
- * same device kind, greedy tokens identical and logits within f32 tolerance (scale-relative 1e-4:
- * f32 activations, the same bf16 weights, only the summation order differs); a killed rank makes
- * the next step throw instead of hanging. Decode steps also run as CUDA graphs with the NCCL calls
+ * Tensor parallelism on real GPUs (issue 6): TP 2 and TP N (N = the visible GPUs, where the model's
+ * heads and g_norm groups allow it) against TP 1 on the same device kind, greedy tokens identical
+ * and logits within f32 tolerance (scale-relative 1e-4: f32 activations, the same bf16 weights,
+ * only the summation order differs). Decode steps also run as CUDA graphs with the NCCL calls
  * captured inside (Model.step: every rank captures and replays in lockstep): the same tokens as
- * TP 1 and as TP N eager, and a rank killed while a replayed graph waits on it is detected too.
+ * TP 1 and as TP N eager. Failures: a killed rank makes the next step throw instead of hanging, and
+ * a rank killed in the middle of a collective (eager, and during a replayed graph) makes the step
+ * throw TpRankError, the communicator is aborted, shutdown finishes and the process ends by itself
+ * (tp-fault-child.ts, in a process of its own; the bounds are liveness deadlines, not timings).
  * Skips without two GPUs or libnccl.
  */
 import { spawn } from 'node:child_process';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -86,9 +90,15 @@ const brown = resolve(dirname(fileURLToPath(import.meta.url)), '../../../models/
 const tp4 = join(root, 'tp4');
 writeTinyModel(tp4, tinyConfig({ vocab_size: 94, group_norm_size: 4, intermediate_size: 40, q_lora_rank: null }), { seed: 21, dtype: 'BF16' });
 
-for (const [name, dir, vocab, sizes] of [['tiny-brown', brown, 4096, [2]], ['tiny gns4 vocab 94', tp4, 94, [2, 4]]] as const) {
-  for (const size of sizes) {
-    test(`tp gpu: ${name} TP ${size} = TP 1 (greedy tokens, logits)`, { skip: skip || (size > n ? `needs ${size} GPUs` : false) }, async () => {
+/** TP 2 and TP (visible GPUs), up to what the model allows (`max`: its heads and g_norm groups). */
+function groupSizes(max: number): number[] {
+  return [...new Set([2, Math.min(n, max)])].filter((s) => s >= 2);
+}
+
+// tiny-brown: 4 heads, group_norm_size 2 (TP <= 2); the gns-4 model allows TP 4.
+for (const [name, dir, vocab, max] of [['tiny-brown', brown, 4096, 2], ['tiny gns4 vocab 94', tp4, 94, 4]] as const) {
+  for (const size of groupSizes(max)) {
+    test(`tp gpu: ${name} TP ${size} = TP 1 (greedy tokens, logits; eager and CUDA graphs)`, { skip }, async () => {
       const rng = new Prng(5);
       const prompt = Array.from({ length: 13 }, () => rng.int(vocab));
       const be1 = new CudaBackend({ device: 0 });
@@ -129,7 +139,7 @@ for (const [name, dir, vocab, sizes] of [['tiny-brown', brown, 4096, [2]], ['tin
   }
 }
 
-test('tp gpu: a killed rank makes the next step throw TpRankError (no hang)', { skip }, async () => {
+test('tp gpu: a killed rank makes the next step throw TpRankError (no hang), and the group is released', { skip }, async () => {
   let reported: TpRankError | null = null;
   const { h, group } = await tpHarness(brown, 2, (e) => (reported = e));
   greedy(h, [1, 2, 3, 4, 5], 4, true);
@@ -137,30 +147,45 @@ test('tp gpu: a killed rank makes the next step throw TpRankError (no hang)', { 
   await new Promise((r) => setTimeout(r, 300));
   const t0 = Date.now();
   assert.throws(() => greedy(h, [6, 7, 8, 9], 4, true), TpRankError);
-  console.log(`dead rank detected in ${Date.now() - t0} ms; reported: ${String(reported)}`);
+  console.log(`dead rank detected in ${Date.now() - t0} ms; reported: ${String(reported)}; communicator aborted: ${group.aborted}`);
+  assert.ok(reported !== null, 'the rank exit was reported');
+  assert.ok(group.aborted, 'the communicator was aborted and the graphs released');
   await group.shutdown();
 });
 
-// Opt-in (BAILING_TP_KILL_MID_STEP=1): the step throws as it should (2× H100: after 1002 ms, the kill
-// at ~1000 ms), but this process then spins at exit on the collective left waiting for the dead rank
-// (ncclCommAbort cannot release it: it blocks too), so the file never ends. Known issue, issue 6.
-const midStep = process.env.BAILING_TP_KILL_MID_STEP === '1' ? skip : 'opt-in: BAILING_TP_KILL_MID_STEP=1 (the process hangs at exit afterwards)';
-test('tp gpu: a rank killed while a replayed decode graph waits on it makes the step throw TpRankError', { skip: midStep }, async () => {
-  const { h, group } = await tpHarness(brown, 2);
-  const { seq } = runPrompt(h, [1, 2, 3, 4, 5], 4, undefined, true);
-  for (let i = 0; i < 4; i++) runPrompt(h, [7], 1, seq, true); // warm-up, capture, replays
-  const st = group.be.graphs!.stats, replays = st.replays;
-  assert.ok(replays >= 2, `only ${replays} replays`);
-  // The stopped rank still takes the frame (its FIFO is open) but never runs it: rank 0's replayed
-  // all-reduce waits on it until it is killed a second later (by a process of its own: this one is blocked).
-  const pid = group.pids[0];
-  process.kill(pid, 'SIGSTOP');
-  spawn('sh', ['-c', `sleep 1; kill -9 ${pid}`], { stdio: 'ignore', detached: true }).unref();
-  const t0 = Date.now();
-  assert.throws(() => runPrompt(h, [8], 1, seq, true), TpRankError);
-  const ms = Date.now() - t0;
-  assert.equal(st.replays, replays + 1, 'the step was not a graph replay');
-  console.log(`rank killed during a replayed graph: TpRankError after ${ms} ms (kill at ~1000 ms)`);
-  assert.ok(ms >= 900, `threw after ${ms} ms, before the rank was killed`);
-  await group.shutdown();
-});
+// A rank killed in the middle of a collective, in a process of its own (tp-fault-child.ts): the
+// step throws TpRankError once the rank is killed, the communicator is aborted (the collective
+// kernels waiting on it return), shutdown finishes, the other followers are gone, and the process
+// ends by itself. Deadlines (not timings): 10 s for shutdown and 10 s for the process to end.
+const child = join(dirname(fileURLToPath(import.meta.url)), 'tp-fault-child.js');
+for (const size of groupSizes(4)) {
+  for (const mode of ['eager', 'graph'] as const) {
+    const victim = size > 2 ? 2 : 1;
+    test(`tp gpu: TP ${size}, rank ${victim} killed mid-collective (${mode === 'graph' ? 'replayed decode graph' : 'eager step'}): TpRankError, communicator aborted, process exits`, { skip }, async () => {
+      const p = spawn(process.execPath, [child, tp4, String(size), String(victim), mode], { stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      let resultAt = 0;
+      p.stdout.on('data', (d: Buffer) => {
+        out += d.toString();
+        if (!resultAt && out.includes('RESULT ')) resultAt = Date.now();
+      });
+      const hang = setTimeout(() => p.kill('SIGKILL'), 45_000); // a hang fails the assertions below
+      const [code, sig] = (await once(p, 'exit')) as [number | null, string | null];
+      clearTimeout(hang);
+      const exitMs = resultAt ? Date.now() - resultAt : -1;
+      const line = out.split('\n').find((l) => l.startsWith('RESULT '));
+      assert.ok(line, `no result (exit ${code ?? sig}); output: ${out.slice(-2000)}`);
+      const r = JSON.parse(line.slice(7)) as { error: string; message: string; detectMs: number; replayedInFailedStep: number; aborted: boolean; shutdownMs: number; othersAlive: number };
+      console.log(`TP ${size} ${mode}: ${r.error} after ${r.detectMs} ms (kill at ~1000 ms): ${r.message}; aborted ${r.aborted}; shutdown ${r.shutdownMs} ms; process ended ${exitMs} ms after its result (exit ${code ?? sig})`);
+      assert.equal(r.error, 'TpRankError');
+      assert.ok(r.detectMs >= 900, `threw after ${r.detectMs} ms, before the rank was killed`);
+      if (mode === 'graph') assert.equal(r.replayedInFailedStep, 1, 'the failed step was not a graph replay');
+      assert.equal(r.aborted, true, 'communicator not aborted');
+      assert.ok(r.shutdownMs < 10_000, `shutdown took ${r.shutdownMs} ms`);
+      assert.equal(r.othersAlive, 0, 'followers left running');
+      assert.equal(sig, null, `the process was killed (${sig})`);
+      assert.equal(code, 0);
+      assert.ok(exitMs >= 0 && exitMs < 10_000, `the process ended ${exitMs} ms after its result`);
+    });
+  }
+}

@@ -6,23 +6,29 @@
  * rank 0 waits on its GPU (an IPC message could still sit in Node's queue while rank 0 blocks).
  * Each frame also says how rank 0 runs the step: pure decode steps are CUDA graphs with the NCCL
  * calls captured inside, captured and replayed on every rank in lockstep (step-graph.ts).
- * Rank 0 never blocks inside a CUDA call while peers may be dead: it polls its stream and the
- * children's /proc state, and on a dead rank throws (an NCCL error or a timeout also aborts the
- * communicator). A rank that dies
- * at any time is reported and ends this process (SIGTERM to itself: the server drains and exits).
+ *
+ * Failures. Rank 0 polls its stream instead of blocking on it, and a watcher thread (tp-guard.ts)
+ * polls the other ranks' processes, so a rank that dies at any time — also in the middle of a
+ * collective, also while this thread is blocked in native code — is seen within a millisecond:
+ * the watcher kills the other ranks and aborts this rank's communicator (NCCL's abort flag makes
+ * the orphaned collective kernels return), this thread settles the failure (its stream drains,
+ * its CUDA graphs are destroyed so the abort can finish) and the step throws TpRankError. The
+ * device is then released as usual; a process whose group failed exits non-zero, and a rank that
+ * dies while no step runs ends this process (SIGTERM to itself: the server drains and exits 1).
  */
 import { fork, execFileSync, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CudaBackend } from '../backend/cuda/cuda-backend.js';
-import { Nccl } from '../backend/cuda/driver.js';
+import { GATE_ABORTED, GATE_ABORTING, GATE_RUNNING, hardExit, Nccl } from '../backend/cuda/driver.js';
 import type { Backend, StepMode } from '../backend/backend.js';
 import type { OpenOptions } from '../engine/open.js';
 import { encodeStep } from '../engine/tp-step.js';
 import type { StepBatch, StepPeers } from '../model/step.js';
 import { BailingError } from '../util/errors.js';
+import { alive, TpGuard } from './tp-guard.js';
 
 /** A tensor-parallel rank died or stopped answering. */
 export class TpRankError extends BailingError {}
@@ -46,32 +52,32 @@ export interface TpInit {
 
 const STEP_TIMEOUT_MS = Number(process.env.BAILING_TP_TIMEOUT_MS ?? 600_000);
 
-function alive(pid: number | undefined): boolean {
-  if (pid === undefined) return false;
-  try {
-    // A crashed child stays a zombie until the event loop reaps it: read its state instead of kill(0).
-    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    return false;
-  }
-}
-
 /** Report and end this process: the server's SIGTERM handler drains (failing in-flight requests) and exits. */
 function defaultRankExit(e: TpRankError): void {
   process.stderr.write(`bailing: ${e.message}\n`);
+  process.exitCode = 1;
   process.kill(process.pid, 'SIGTERM');
 }
 
+/** Bounds of settling a failure (each is milliseconds of an already failed group's life). */
+const ABORT_START_MS = 2000, DRAIN_MS = 5000, ABORT_END_MS = 5000;
+
 export class TpGroup implements StepPeers {
   private failure: TpRankError | null = null;
+  private reported = false;
   private closing = false;
+  /** null: no failure settled yet; true: communicator aborted, graphs gone, stream idle; false: gave up. */
+  private settled: boolean | null = null;
 
   private constructor(
     readonly be: CudaBackend,
     private readonly nccl: Nccl,
+    private readonly guard: TpGuard,
     private readonly children: ChildProcess[],
     private readonly fds: number[],
     private readonly tmp: string,
+    /** Started with the default onRankExit: a failure ends this process, with a non-zero code. */
+    private readonly endsProcess: boolean,
   ) {}
 
   /**
@@ -101,24 +107,39 @@ export class TpGroup implements StepPeers {
       child.send(init);
     }
     const kill = (): void => children.forEach((c) => c.exitCode === null && c.kill('SIGKILL'));
-    process.once('exit', kill);
+    let group: TpGroup | null = null;
+    let guard: TpGuard | null = null;
+    process.once('exit', (code) => {
+      // Stop the watcher before the children go (it would take their deaths for a failure).
+      if (guard && !guard.close()) group?.atExit(code);
+      kill();
+    });
     try {
       const be = new CudaBackend({ device: 0, dummyWeights: source.dummySeed !== undefined ? { seed: source.dummySeed } : undefined, tp: () => ({ nccl, comm: nccl.commInitRank(size, id, 0), rank: 0, size }) });
+      guard = TpGuard.start(
+        children.map((c) => c.pid ?? -1),
+        Nccl.address(be.tp!.comm),
+      );
+      nccl.useGate(guard.words);
       // Blocks until each child has opened its end for reading (they do so before anything else).
       const fds = children.map((_, i) => openSync(join(tmp, `steps-${i + 1}`), 'w'));
-      const group = new TpGroup(be, nccl, children, fds, tmp);
+      const g = (group = new TpGroup(be, nccl, guard, children, fds, tmp, onRankExit === defaultRankExit));
       children.forEach((c, i) =>
         c.on('exit', (code, sig) => {
-          if (group.closing) return;
-          group.failure ??= new TpRankError(`tensor-parallel rank ${i + 1} exited (${sig ?? `code ${code}`}); the model cannot continue`);
-          kill();
-          onRankExit(group.failure);
+          if (g.closing) return;
+          // The watcher may have killed this rank because another one died first: name that one.
+          const first = g.guard.deadRank;
+          const e = g.fail(`tensor-parallel rank ${first > 0 && first !== i + 1 ? `${first} died` : `${i + 1} exited (${sig ?? `code ${code}`})`}; the model cannot continue`);
+          if (g.reported) return;
+          g.reported = true;
+          onRankExit(e);
         }),
       );
       await Promise.all(ready);
-      return group;
+      return g;
     } catch (e) {
       kill();
+      guard?.fail(); // a rank that died while loading: the communicator is aborted (nothing captured yet)
       rmSync(tmp, { recursive: true, force: true });
       throw e;
     }
@@ -137,6 +158,8 @@ export class TpGroup implements StepPeers {
       download: (t) => be.download(t),
       sync: () => be.sync(),
       runStep: (b, f, s, t) => be.runStep(b, f, s, t),
+      // Rank 0 holds the whole vocabulary's logits after the step (all-gathered): it samples alone.
+      sampleRows: (l, a) => be.sampleRows(l, a),
       dispose: () => void this.shutdown(),
     };
   }
@@ -150,14 +173,20 @@ export class TpGroup implements StepPeers {
     return this.children.length + 1;
   }
 
+  /** True once a failure has been settled: communicator aborted, CUDA graphs destroyed, stream idle. */
+  get aborted(): boolean {
+    return this.settled === true;
+  }
+
   send(batch: StepBatch, mode: StepMode): void {
     if (this.failure) throw this.failure;
+    if (this.guard.state !== GATE_RUNNING) throw this.fail(this.guardMessage());
     const frame = encodeStep(batch, mode);
     for (const [i, fd] of this.fds.entries()) {
       try {
         for (let at = 0; at < frame.length; ) at += writeSync(fd, frame, at);
       } catch (e) {
-        throw (this.failure ??= new TpRankError(`rank ${i + 1}: step not delivered (${(e as Error).message})`));
+        throw this.fail(`rank ${i + 1}: step not delivered (${(e as Error).message})`);
       }
     }
   }
@@ -166,32 +195,94 @@ export class TpGroup implements StepPeers {
     const t0 = Date.now();
     const nap = new Int32Array(new SharedArrayBuffer(4));
     const tp = this.be.tp!;
-    while (!this.nccl.streamIdle(this.be.c.stream)) {
+    for (;;) {
+      // Read the watcher first: a stream that went idle because the watcher aborted the
+      // communicator (its collectives returned early) is a failed step, not a finished one.
+      const watched = this.guard.state;
+      if (watched !== GATE_RUNNING) throw this.fail(this.guardMessage());
+      if (this.nccl.streamIdle(this.be.c.stream)) {
+        if (this.guard.state !== GATE_RUNNING) throw this.fail(this.guardMessage());
+        return;
+      }
       const dead = this.children.findIndex((c) => !alive(c.pid));
       const late = Date.now() - t0 > STEP_TIMEOUT_MS;
-      if (dead >= 0 || late || this.nccl.asyncError(tp.comm) !== 0) {
-        this.failure ??= new TpRankError(dead >= 0 ? `tensor-parallel rank ${dead + 1} died during a step` : late ? `a tensor-parallel step took over ${STEP_TIMEOUT_MS} ms` : `NCCL error ${this.nccl.asyncError(tp.comm)}`);
-        // Not with a dead rank: ncclCommAbort then blocks (its teardown syncs with every rank, NVIDIA/nccl#863)
-        // while this rank's collective waits on the dead one. The group is over either way: the
-        // stream is never used again (shutdown skips dispose after a failure) and this process ends.
-        if (dead < 0) this.nccl.abort(tp.comm);
-        throw this.failure;
-      }
+      const nccl = dead < 0 && !late ? this.nccl.asyncError(tp.comm) : 0;
+      if (dead >= 0 || late || nccl !== 0)
+        throw this.fail(dead >= 0 ? `tensor-parallel rank ${dead + 1} died during a step` : late ? `a tensor-parallel step took over ${STEP_TIMEOUT_MS} ms` : `NCCL error ${nccl}`);
       Atomics.wait(nap, 0, 0, 0.05); // 50 µs between polls
     }
   }
 
+  private guardMessage(): string {
+    const r = this.guard.deadRank;
+    return this.failure?.message ?? (r > 0 ? `tensor-parallel rank ${r} died` : 'the tensor-parallel group failed');
+  }
+
+  /** Record the group's failure (the first message wins), have the communicator aborted and settle it. */
+  private fail(message: string): TpRankError {
+    this.failure ??= new TpRankError(message);
+    this.guard.fail();
+    this.settle();
+    return this.failure;
+  }
+
+  /**
+   * After a failure, on this thread: wait until the watcher has raised NCCL's abort flag, until
+   * this rank's stream has drained (the collectives waiting on the dead rank return; what follows
+   * them runs on garbage nobody reads), destroy the CUDA graphs (NCCL's abort waits until every
+   * graph that captured its collectives is gone, and only this thread may destroy them), and wait
+   * for the abort to return. Bounded; false: the device is left to the process's exit (atExit).
+   */
+  private settle(): boolean {
+    if (this.settled !== null) return this.settled;
+    let ok = this.guard.waitFor(GATE_ABORTING, ABORT_START_MS);
+    const nap = new Int32Array(new SharedArrayBuffer(4));
+    const end = Date.now() + DRAIN_MS;
+    try {
+      while (ok && !this.nccl.streamIdle(this.be.c.stream)) {
+        if (Date.now() > end) ok = false;
+        else Atomics.wait(nap, 0, 0, 0.1);
+      }
+      if (ok) this.be.graphs?.dispose();
+    } catch (e) {
+      process.stderr.write(`bailing: releasing the failed tensor-parallel group: ${(e as Error).message}\n`);
+      ok = false;
+    }
+    this.settled = ok && this.guard.waitFor(GATE_ABORTED, ABORT_END_MS);
+    if (!this.settled) process.stderr.write(`bailing: the tensor-parallel communicator could not be aborted in time (state ${this.guard.state}); the process will end without releasing GPU 0 itself\n`);
+    return this.settled;
+  }
+
+  /**
+   * Process exit after a failure. A watcher still inside ncclCommAbort (the failure could not be
+   * settled) would make Node's exit wait on that thread forever, so the process then ends with
+   * _exit. With the default onRankExit the failure ends the process, and never with code 0 (the
+   * server's SIGTERM path exits 0 otherwise; the exit code is read again after these handlers).
+   */
+  private atExit(code: number): void {
+    if (this.guard.state !== GATE_ABORTED) this.fail(this.guardMessage());
+    const exit = code || (this.endsProcess ? 1 : 0);
+    process.exitCode = exit;
+    if (this.guard.state !== GATE_ABORTED) hardExit(exit || 1);
+  }
+
   /** Stop the children (they exit on 'exit' or when this process goes) and free rank 0's GPU. */
   async shutdown(): Promise<void> {
+    if (this.closing) return;
     this.closing = true;
+    // A failure first settles (communicator aborted, graphs destroyed); then nothing may touch NCCL.
+    const clean = !this.failure && this.guard.close();
+    if (!clean) this.fail(this.guardMessage());
     // A child killed by a signal has signalCode set and exitCode null: both mean it is gone.
     const exited = this.children.map((c) => (c.exitCode !== null || c.signalCode !== null ? Promise.resolve() : new Promise<void>((r) => c.once('exit', () => r()))));
-    for (const c of this.children) if (c.connected) c.send({ type: 'exit' });
+    // With a callback a failed send (EPIPE: the rank is dead, its channel not yet closed) is not an 'error' event.
+    for (const c of this.children) if (c.connected) c.send({ type: 'exit' }, () => {});
     for (const fd of this.fds) closeSync(fd);
     const timer = setTimeout(() => this.children.forEach((c) => c.kill('SIGKILL')), 10_000);
     await Promise.all(exited);
     clearTimeout(timer);
-    if (!this.failure) this.be.dispose();
+    // After a settled failure the gate skips ncclCommDestroy (the abort freed the communicator).
+    if (clean || this.settled) this.be.dispose();
     rmSync(this.tmp, { recursive: true, force: true });
   }
 }
