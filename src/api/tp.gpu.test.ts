@@ -18,8 +18,7 @@ import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CudaBackend, cudaUnavailableReason } from '../backend/cuda/cuda-backend.js';
-import { CudaDriver, Nccl } from '../backend/cuda/driver.js';
+import { CudaBackend } from '../backend/cuda/cuda-backend.js';
 import { HybridCache } from '../cache/hybrid-cache.js';
 import { engineSizes, type OpenOptions } from '../engine/open.js';
 import { cacheGeometry } from '../model/cache-spec.js';
@@ -29,18 +28,9 @@ import { harness, type Harness } from '../model/test-harness.js';
 import type { CacheSeq } from '../cache/hybrid-cache.js';
 import { tinyConfig, writeTinyModel } from '../model/tiny-checkpoint.js';
 import { Prng } from '../util/prng.js';
-import { TpGroup, TpRankError } from './tp.js';
+import { tpGpuCount, TpGroup, TpRankError } from './tp.js';
 
-function gpus(): number {
-  if (cudaUnavailableReason() !== null) return 0;
-  try {
-    Nccl.open();
-  } catch {
-    return 0;
-  }
-  return CudaDriver.open().deviceCount();
-}
-const n = gpus();
+const n = tpGpuCount();
 const skip = n < 2 ? `needs 2 GPUs and libnccl (found ${n} usable)` : false;
 const OPEN: OpenOptions = { maxBatchTokens: 64, maxSeqs: 4, blockSize: 16, cacheTokens: 4096 };
 

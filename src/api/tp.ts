@@ -21,14 +21,25 @@ import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CudaBackend } from '../backend/cuda/cuda-backend.js';
-import { GATE_ABORTED, GATE_ABORTING, GATE_RUNNING, hardExit, Nccl } from '../backend/cuda/driver.js';
+import { CudaBackend, cudaUnavailableReason } from '../backend/cuda/cuda-backend.js';
+import { CudaDriver, GATE_ABORTED, GATE_ABORTING, GATE_RUNNING, hardExit, Nccl } from '../backend/cuda/driver.js';
 import type { Backend, StepMode } from '../backend/backend.js';
 import type { OpenOptions } from '../engine/open.js';
 import { encodeStep } from '../engine/tp-step.js';
 import type { StepBatch, StepPeers } from '../model/step.js';
 import { BailingError } from '../util/errors.js';
 import { alive, TpGuard } from './tp-guard.js';
+
+/** GPUs this process could run tensor parallelism on: 0 without a usable CUDA device or libnccl. */
+export function tpGpuCount(): number {
+  if (cudaUnavailableReason() !== null) return 0;
+  try {
+    Nccl.open();
+  } catch {
+    return 0;
+  }
+  return CudaDriver.open().deviceCount();
+}
 
 /** A tensor-parallel rank died or stopped answering. */
 export class TpRankError extends BailingError {}

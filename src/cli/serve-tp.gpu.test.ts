@@ -16,20 +16,10 @@ import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { alive } from '../api/tp-guard.js';
-import { cudaUnavailableReason } from '../backend/cuda/cuda-backend.js';
-import { CudaDriver, Nccl } from '../backend/cuda/driver.js';
+import { tpGpuCount } from '../api/tp.js';
 import { tinyConfig, writeTinyModel } from '../model/tiny-checkpoint.js';
 
-function gpus(): number {
-  if (cudaUnavailableReason() !== null) return 0;
-  try {
-    Nccl.open();
-  } catch {
-    return 0;
-  }
-  return CudaDriver.open().deviceCount();
-}
-const n = gpus();
+const n = tpGpuCount();
 const skip = n < 2 ? `needs 2 GPUs and libnccl (found ${n} usable)` : false;
 const sizes = [...new Set([2, Math.min(n, 4)])].filter((s) => s >= 2);
 
