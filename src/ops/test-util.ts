@@ -8,8 +8,16 @@ export function randn(rng: Prng, n: number, scale = 1): Float64Array {
   return a;
 }
 
+/** Seeded normals already representable in f32, so the reference and the CPU see identical inputs. */
+export function randf(rng: Prng, n: number, scale = 1): Float64Array {
+  return randn(rng, n, scale).map(Math.fround);
+}
+
+/** One op input or output on both backends. */
+export type Pair = { ref: Tensor; cpu: Tensor };
+
 /** The same values as an f64 reference tensor and an f32 (SharedArrayBuffer-backed) CPU tensor. */
-export function pair(shape: readonly number[], values: ArrayLike<number>, cpuDtype: Dtype = 'f32'): { ref: Tensor; cpu: Tensor } {
+export function pair(shape: readonly number[], values: ArrayLike<number>, cpuDtype: Dtype = 'f32'): Pair {
   const ref = hostTensor('f64', shape, values);
   const cpu = sharedTensor(cpuDtype, shape, values);
   // Low-precision CPU weights: the reference must see exactly the rounded values.

@@ -2,10 +2,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { GqaParams, KvSeq } from '../../backend/backend.js';
 import { CpuBackend } from '../../backend/cpu/cpu-backend.js';
-import { toF64, type Tensor } from '../../tensor/tensor.js';
+import { toF64 } from '../../tensor/tensor.js';
 import { compare, fmtStats } from '../../util/compare.js';
 import { Prng } from '../../util/prng.js';
-import { pair, randn } from '../test-util.js';
+import { pair, randf, type Pair } from '../test-util.js';
 import { refGqaAttention, refGqaCacheWrite } from './gqa.js';
 
 interface Dims {
@@ -14,12 +14,7 @@ interface Dims {
   D: number;
 }
 
-type Pair = { ref: Tensor; cpu: Tensor };
 
-/** Normal values already representable in f32, so the reference and the CPU see identical inputs. */
-function randf(rng: Prng, n: number, scale = 1): Float64Array {
-  return randn(rng, n, scale).map(Math.fround);
-}
 
 /** One sequence in a paged cache: scrambled block table, spare blocks, unused rows poisoned with NaN. */
 interface Scene {

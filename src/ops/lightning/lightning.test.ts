@@ -5,11 +5,10 @@ import { toF64, type Tensor } from '../../tensor/tensor.js';
 import { compare, fmtStats, type ErrorStats } from '../../util/compare.js';
 import { roundBf16 } from '../../util/numeric.js';
 import { Prng } from '../../util/prng.js';
-import { pair, randn } from '../test-util.js';
+import { pair, randf, type Pair } from '../test-util.js';
 import { cpuLightningDecode, cpuLightningPrefill } from './cpu.js';
 import { refLightningDecode, refLightningPrefill } from './lightning.js';
 
-type Pair = { ref: Tensor; cpu: Tensor };
 
 const TOL = 1e-5;
 /**
@@ -19,10 +18,6 @@ const TOL = 1e-5;
  */
 const TOL_CHAIN = 3e-4;
 
-/** Seeded normals already rounded to f32, so the reference and the CPU see identical inputs. */
-function randf(rng: Prng, n: number, scale = 1): Float64Array {
-  return randn(rng, n, scale).map(Math.fround);
-}
 
 /** Spec §4.4 slope for power-of-two H, times vLLM's layer factor. */
 function slopes(H: number, layer: number, nLayers: number): Float64Array {

@@ -2,10 +2,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { MlaParams, MlaSeq } from '../../backend/backend.js';
 import { CpuBackend } from '../../backend/cpu/cpu-backend.js';
-import { toF64, type Tensor } from '../../tensor/tensor.js';
+import { toF64 } from '../../tensor/tensor.js';
 import { compare, fmtStats } from '../../util/compare.js';
 import { Prng } from '../../util/prng.js';
-import { pair, randn } from '../test-util.js';
+import { pair, randf, type Pair } from '../test-util.js';
 import { refMlaCacheWrite, refMlaDecodeAbsorbed, refMlaPrefillExpanded } from './mla.js';
 
 interface Dims {
@@ -19,12 +19,7 @@ interface Dims {
 const odd: Dims = { H: 3, Dn: 6, Dr: 4, Dv: 5, L: 12 };
 const real: Dims = { H: 4, Dn: 128, Dr: 64, Dv: 128, L: 512 };
 
-type Pair = { ref: Tensor; cpu: Tensor };
 
-/** Normal values already representable in f32, so the reference and the CPU see identical inputs. */
-function randf(rng: Prng, n: number, scale = 1): Float64Array {
-  return randn(rng, n, scale).map(Math.fround);
-}
 
 /** One sequence in a paged cache: scrambled block table, spare blocks and unused rows poisoned with NaN. */
 interface Scene {
