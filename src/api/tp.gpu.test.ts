@@ -24,7 +24,7 @@ import { engineSizes, type OpenOptions } from '../engine/open.js';
 import { cacheGeometry } from '../model/cache-spec.js';
 import { Model } from '../model/forward.js';
 import { loadModelDir } from '../model/load.js';
-import { harness, type Harness } from '../model/test-harness.js';
+import { argmax, harness, type Harness } from '../model/test-harness.js';
 import type { CacheSeq } from '../cache/hybrid-cache.js';
 import { tinyConfig, writeTinyModel } from '../model/tiny-checkpoint.js';
 import { Prng } from '../util/prng.js';
@@ -34,11 +34,6 @@ const n = tpGpuCount();
 const skip = n < 2 ? `needs 2 GPUs and libnccl (found ${n} usable)` : false;
 const OPEN: OpenOptions = { maxBatchTokens: 64, maxSeqs: 4, blockSize: 16, cacheTokens: 4096 };
 
-function argmax(v: Float64Array): number {
-  let b = 0;
-  for (let i = 1; i < v.length; i++) if (v[i] > v[b]) b = i;
-  return b;
-}
 /** runPrompt for device backends: logits come back through download(); `graphs`: through Model.step. */
 function runPrompt(h: Harness, ids: readonly number[], chunk: number, seq?: CacheSeq, graphs = false): { logits: Float64Array[]; seq: CacheSeq } {
   const s = seq ?? h.cache.allocSeq()!;

@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CpuBackend } from '../backend/cpu/cpu-backend.js';
-import { harness, runPrompt } from '../model/test-harness.js';
+import { argmax, harness, runPrompt } from '../model/test-harness.js';
 import { InvalidRequestError } from '../util/errors.js';
 import { Prng } from '../util/prng.js';
 import { Engine, type GenerateResult } from './engine.js';
@@ -47,11 +47,6 @@ async function runAll(engine: Engine, reqs: Parameters<Engine['submit']>[0][]): 
   return Promise.all(ps);
 }
 
-function argmax(x: ArrayLike<number>): number {
-  let best = 0;
-  for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i;
-  return best;
-}
 
 function assertCacheEmpty(engine: Engine): void {
   const c = engine.cache;

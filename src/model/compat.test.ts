@@ -15,11 +15,10 @@ import { resolveSamplingParams } from '../engine/sampler.js';
 import { writeTinyTokenizer } from '../tokenizer/make-byte-tokenizer.js';
 import { compare, fmtStats } from '../util/compare.js';
 import { roundBf16 } from '../util/numeric.js';
-import { Prng } from '../util/prng.js';
 import { buildSlopes, buildSpec, layerDecay, layerPlan, loadConfig, parseConfig, semanticsFor, type ModelSpec, type Semantics } from './config.js';
 import { Model } from './forward.js';
 import { loadModelDir } from './load.js';
-import { harness, runPrompt, stateOf, type Harness } from './test-harness.js';
+import { harness, randomPrompt, runPrompt, stateOf, type Harness } from './test-harness.js';
 import { tinyConfig, writeTinyModel } from './tiny-checkpoint.js';
 
 const root = mkdtempSync(join(tmpdir(), 'bailing-compat-'));
@@ -28,10 +27,6 @@ process.on('exit', () => rmSync(root, { recursive: true, force: true }));
 const DEFAULT = semanticsFor('default');
 const VLLM = semanticsFor('vllm');
 
-function prompt(n: number, vocab: number, seed: number): number[] {
-  const rng = new Prng(seed);
-  return Array.from({ length: n }, () => rng.int(vocab));
-}
 
 function near(actual: number, expected: number, rel: number, what: string): void {
   assert.ok(Math.abs(actual - expected) <= rel * Math.abs(expected), `${what}: ${actual} vs ${expected}`);
@@ -146,7 +141,7 @@ test('prefill quirk only: a fresh prompt of ≤ 256 tokens in one prefill equals
   const be = new CpuBackend({ threads: 2 });
   try {
     for (const n of [1, 37, 256]) {
-      const ids = prompt(n, 96, 10 + n);
+      const ids = randomPrompt(n, 96, 10 + n);
       const want = runPrompt(harness(dir, be), ids, n).logits;
       const got = runPrompt(quirkOnly(be), ids, n).logits;
       for (let i = 0; i < n; i++) assert.ok(rowErr(got[i], want[i]) <= 1e-5, `n=${n} position ${i}: ${fmtStats(compare(got[i], want[i], 1))}`);
@@ -159,7 +154,7 @@ test('prefill quirk only: a fresh prompt of ≤ 256 tokens in one prefill equals
 test('prefill quirk only: 300 tokens in one prefill differ exactly at positions ≥ 256', () => {
   const be = new CpuBackend({ threads: 2 });
   try {
-    const ids = prompt(300, 96, 21);
+    const ids = randomPrompt(300, 96, 21);
     const want = runPrompt(harness(dir, be), ids, 300).logits;
     const got = runPrompt(quirkOnly(be), ids, 300).logits;
     for (let i = 0; i < 256; i++) assert.ok(rowErr(got[i], want[i]) <= 1e-5, `position ${i} should agree: ${rowErr(got[i], want[i])}`);
@@ -172,7 +167,7 @@ test('prefill quirk only: 300 tokens in one prefill differ exactly at positions 
 test('prefill quirk only: a continued prefill differs from its first token on', () => {
   const be = new CpuBackend({ threads: 2 });
   try {
-    const ids = prompt(40, 96, 31);
+    const ids = randomPrompt(40, 96, 31);
     const hd = harness(dir, be), hq = quirkOnly(be);
     const d1 = runPrompt(hd, ids.slice(0, 20), 20);
     const q1 = runPrompt(hq, ids.slice(0, 20), 20);
@@ -198,7 +193,7 @@ test("compat 'vllm' runs end to end; its lightning states are bf16 values after 
   try {
     const h = harness(dir, be, 'vllm');
     assert.equal(h.model.spec.semantics.compat, 'vllm');
-    const ids = prompt(30, 96, 41);
+    const ids = randomPrompt(30, 96, 41);
     const isBf16 = (what: string, seq: Parameters<typeof stateOf>[1]): void => {
       const states = stateOf(h, seq);
       assert.ok(states.length > 0);

@@ -8,19 +8,14 @@ import { ReferenceBackend, referenceOps } from '../backend/reference/reference-b
 import type { Ops, RouterParams } from '../backend/backend.js';
 import { toF64, type Tensor } from '../tensor/tensor.js';
 import { compare, fmtStats } from '../util/compare.js';
-import { Prng } from '../util/prng.js';
 import { sigmoid } from '../util/numeric.js';
-import { forwardMixed, harness, latentsOf, runPrompt, stateOf, type Harness } from './test-harness.js';
+import { forwardMixed, harness, latentsOf, randomPrompt, rowsClose, runPrompt, stateOf, type Harness } from './test-harness.js';
 import { writeTinyModel } from './tiny-checkpoint.js';
 import { tinyVariants } from './tiny-configs.js';
 
 const root = mkdtempSync(join(tmpdir(), 'bailing-forward-'));
 process.on('exit', () => rmSync(root, { recursive: true, force: true }));
 
-function prompt(n: number, vocab: number, seed: number): number[] {
-  const rng = new Prng(seed);
-  return Array.from({ length: n }, () => rng.int(vocab));
-}
 
 /**
  * Smallest routing margin seen: the gap between the K-th and (K+1)-th selection score. A
@@ -44,17 +39,6 @@ class MarginProbe extends ReferenceBackend {
   };
 }
 
-/**
- * Rows agree when max|a−b| / max|b| ≤ tol (error relative to the row's scale: per-element relative
- * error is meaningless for logits that happen to be near zero).
- */
-function close(a: Float64Array[], b: Float64Array[], tol: number, what: string, margin = Infinity): void {
-  assert.equal(a.length, b.length, `${what}: ${a.length} vs ${b.length} rows`);
-  for (let i = 0; i < a.length; i++) {
-    const s = compare(a[i], b[i], 1);
-    assert.ok(s.maxRel <= tol, `${what}: first divergence at row ${i}: ${fmtStats(s)} (smallest routing margin ${margin.toExponential(2)})`);
-  }
-}
 
 for (const v of tinyVariants) {
   const dir = join(root, v.name);
@@ -66,12 +50,12 @@ for (const v of tinyVariants) {
       const ref = new MarginProbe();
       const hr = harness(dir, ref);
       const hc = harness(dir, cpu);
-      const ids = prompt(v.name === 'base' ? 300 : 40, 90, 11);
+      const ids = randomPrompt(v.name === 'base' ? 300 : 40, 90, 11);
       const r = runPrompt(hr, ids, 64);
       const c = runPrompt(hc, ids, 64);
-      close(c.logits, r.logits, 1e-5, `${v.name} logits`, ref.minMargin);
-      close(stateOf(hc, c.seq), stateOf(hr, r.seq), 1e-5, `${v.name} lightning states`);
-      close(latentsOf(hc, c.seq), latentsOf(hr, r.seq), 1e-5, `${v.name} MLA latents`);
+      rowsClose(c.logits, r.logits, 1e-5, `${v.name} logits`, ` (smallest routing margin ${ref.minMargin.toExponential(2)})`);
+      rowsClose(stateOf(hc, c.seq), stateOf(hr, r.seq), 1e-5, `${v.name} lightning states`);
+      rowsClose(latentsOf(hc, c.seq), latentsOf(hr, r.seq), 1e-5, `${v.name} MLA latents`);
       assert.ok(ref.minMargin > 1e-6 || v.config.num_experts === undefined, `routing margin ${ref.minMargin}`);
     } finally {
       cpu.dispose();
@@ -83,14 +67,14 @@ test('prefill(T) equals T single-token decodes (logits and final caches)', () =>
   const be = new CpuBackend({ threads: 2 });
   try {
     const dir = join(root, 'base');
-    const ids = prompt(70, 90, 5);
+    const ids = randomPrompt(70, 90, 5);
     const a = harness(dir, be);
     const whole = runPrompt(a, ids, ids.length);
     const b = harness(dir, be);
     const steps = runPrompt(b, ids, 1);
-    close(steps.logits, whole.logits, 1e-5, 'decode vs prefill logits');
-    close(stateOf(b, steps.seq), stateOf(a, whole.seq), 1e-5, 'decode vs prefill states');
-    close(latentsOf(b, steps.seq), latentsOf(a, whole.seq), 1e-5, 'decode vs prefill latents');
+    rowsClose(steps.logits, whole.logits, 1e-5, 'decode vs prefill logits');
+    rowsClose(stateOf(b, steps.seq), stateOf(a, whole.seq), 1e-5, 'decode vs prefill states');
+    rowsClose(latentsOf(b, steps.seq), latentsOf(a, whole.seq), 1e-5, 'decode vs prefill latents');
   } finally {
     be.dispose();
   }
@@ -101,11 +85,11 @@ for (const chunk of [7, 64, 256])
     const be = new CpuBackend({ threads: 2 });
     try {
       const dir = join(root, 'base');
-      const ids = prompt(300, 90, 6);
+      const ids = randomPrompt(300, 90, 6);
       const whole = runPrompt(harness(dir, be), ids, 300);
       const h = harness(dir, be);
       const chunked = runPrompt(h, ids, chunk);
-      close(chunked.logits, whole.logits, 1e-5, `chunk ${chunk}`);
+      rowsClose(chunked.logits, whole.logits, 1e-5, `chunk ${chunk}`);
     } finally {
       be.dispose();
     }
@@ -115,7 +99,7 @@ test('a batch of N sequences (mixed prefill and decode) equals N runs of one', (
   const be = new CpuBackend({ threads: 2 });
   try {
     const dir = join(root, 'base');
-    const prompts = [prompt(5, 90, 1), prompt(17, 90, 2), prompt(1, 90, 3)];
+    const prompts = [randomPrompt(5, 90, 1), randomPrompt(17, 90, 2), randomPrompt(1, 90, 3)];
     const alone = prompts.map((p) => runPrompt(harness(dir, be), p, p.length).logits);
     // Batched: sequence 0 first gets its first 4 tokens alone, then all three share one step
     // (sequence 0 decodes its 5th token while 1 and 2 prefill).

@@ -19,10 +19,9 @@ import type { Backend, Ops } from '../backend/backend.js';
 import { CpuBackend } from '../backend/cpu/cpu-backend.js';
 import { ReferenceBackend } from '../backend/reference/reference-backend.js';
 import { toF64, type Tensor } from '../tensor/tensor.js';
-import { compare, fmtStats } from '../util/compare.js';
+import { compare } from '../util/compare.js';
 import { roundBf16 } from '../util/numeric.js';
-import { Prng } from '../util/prng.js';
-import { harness, kvOf, latentsOf, runPrompt, withOps, type Harness } from './test-harness.js';
+import { harness, kvOf, latentsOf, randomPrompt, rowsClose, runPrompt, withOps, type Harness } from './test-harness.js';
 import { writeTinyModel } from './tiny-checkpoint.js';
 import { ringLinearVariants, tinyVariants } from './tiny-configs.js';
 
@@ -78,22 +77,7 @@ class RoundTape {
 const root = mkdtempSync(join(tmpdir(), 'bailing-kv-dtype-'));
 process.on('exit', () => rmSync(root, { recursive: true, force: true }));
 
-function prompt(n: number, vocab: number, seed: number): number[] {
-  const rng = new Prng(seed);
-  return Array.from({ length: n }, () => rng.int(vocab));
-}
 
-/** Rows agree when max|a−b| / max|b| ≤ tol (as forward.test.ts); returns the worst. */
-function close(a: Float64Array[], b: Float64Array[], tol: number, what: string): number {
-  assert.equal(a.length, b.length, `${what}: ${a.length} vs ${b.length} rows`);
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) {
-    const s = compare(a[i], b[i], 1);
-    worst = Math.max(worst, s.maxRel);
-    assert.ok(s.maxRel <= tol, `${what}: first divergence at row ${i}: ${fmtStats(s)}`);
-  }
-  return worst;
-}
 
 /** Every cached value of a sequence, per paged layer (MLA latents, then GQA k/v). */
 const cacheOf = (h: Harness, seq: Parameters<typeof latentsOf>[1]): Float64Array[] => [...latentsOf(h, seq), ...kvOf(h, seq)];
@@ -109,7 +93,7 @@ for (const v of [tinyVariants[0], ...ringLinearVariants.slice(0, 1)]) {
       const hr = harness(dir, tape.replay(new ReferenceBackend()), 'default', 512, 16, undefined, 'bf16');
       const hf = harness(dir, cpu, 'default', 512, 16, undefined, 'f32');
       assert.ok(hc.cache.roundsKvOnWrite && hr.cache.roundsKvOnWrite && !hf.cache.roundsKvOnWrite);
-      const ids = prompt(v.name === 'base' ? 200 : 40, 90, 5);
+      const ids = randomPrompt(v.name === 'base' ? 200 : 40, 90, 5);
       // Prefill in chunks, then decode steps (both attention forms read the rounded rows).
       const feed = (h: Harness): ReturnType<typeof runPrompt> => {
         const r = runPrompt(h, ids.slice(0, -8), 64);
@@ -118,7 +102,7 @@ for (const v of [tinyVariants[0], ...ringLinearVariants.slice(0, 1)]) {
       };
       const c = feed(hc), r = feed(hr), f = feed(hf);
       assert.ok(tape.calls.length > 0, `${v.name}: the bf16 cache rounded nothing`);
-      const logitErr = close(c.logits, r.logits, 1e-5, `${v.name} bf16 logits`);
+      const logitErr = rowsClose(c.logits, r.logits, 1e-5, `${v.name} bf16 logits`);
       const cached = cacheOf(hc, c.seq);
       assert.ok(cached.length > 0, `${v.name}: no paged layer`);
       // With the near-ties imposed both caches hold the very same bf16 values.

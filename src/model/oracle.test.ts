@@ -21,7 +21,7 @@ import type { CacheSeq } from '../cache/hybrid-cache.js';
 import { SafetensorsFile } from '../loader/safetensors.js';
 import { toF64 } from '../tensor/tensor.js';
 import type { Compat } from './config.js';
-import { harness, type Harness } from './test-harness.js';
+import { argmax, harness, type Harness } from './test-harness.js';
 import { oracleVariants } from './tiny-configs.js';
 
 const TOL = 1e-5;
@@ -87,11 +87,6 @@ interface Run {
   greedyLogits: Float64Array[];
 }
 
-function argmax(v: Float64Array): number {
-  let best = 0;
-  for (let i = 1; i < v.length; i++) if (v[i] > v[best]) best = i;
-  return best;
-}
 
 /** One forward call of `ids` at the end of `seq`; pushes per-layer taps and logits rows. */
 function call(h: Harness, seq: CacheSeq, ids: readonly number[], taps: Float64Array[][] | null, rows: Float64Array[]): void {

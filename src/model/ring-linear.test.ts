@@ -14,12 +14,11 @@ import { ReferenceBackend } from '../backend/reference/reference-backend.js';
 import { toF64 } from '../tensor/tensor.js';
 import { compare, fmtStats } from '../util/compare.js';
 import { ModelLoadError } from '../util/errors.js';
-import { Prng } from '../util/prng.js';
 import { buildSpec, parseConfig, type Compat, type ModelSpec } from './config.js';
 import { cacheGeometry } from './cache-spec.js';
 import { formatInspect, inspectModel } from './inspect.js';
 import { ringMiniConfig } from './known-configs.js';
-import { forwardMixed, harness, kvOf, runPrompt, stateOf, type Harness } from './test-harness.js';
+import { forwardMixed, harness, kvOf, randomPrompt, rowsClose, runPrompt, stateOf, type Harness } from './test-harness.js';
 import { tinyRingLinearConfig, tinyTensors, writeTinyModel } from './tiny-checkpoint.js';
 import { ringLinearVariants } from './tiny-configs.js';
 import { loadWeights } from './weights.js';
@@ -34,19 +33,7 @@ const specOf = (raw: Record<string, unknown>, compat: Compat = 'default'): Model
   return buildSpec(config, naming, compat);
 };
 
-function prompt(n: number, vocab: number, seed: number): number[] {
-  const rng = new Prng(seed);
-  return Array.from({ length: n }, () => rng.int(vocab));
-}
 
-/** Rows agree when max|a−b| / max|b| ≤ tol (as forward.test.ts). */
-function close(a: Float64Array[], b: Float64Array[], tol: number, what: string): void {
-  assert.equal(a.length, b.length, `${what}: ${a.length} vs ${b.length} rows`);
-  for (let i = 0; i < a.length; i++) {
-    const s = compare(a[i], b[i], 1);
-    assert.ok(s.maxRel <= tol, `${what}: first divergence at row ${i}: ${fmtStats(s)}`);
-  }
-}
 
 test('Ring-mini-linear-2.0 config: GQA at layers 4, 9, 14, 19, partial NeoX RoPE over 64 dims, slopes', () => {
   const spec = specOf(RING_MINI);
@@ -118,14 +105,14 @@ for (const v of ringLinearVariants) {
     try {
       const hr = harness(dir, new ReferenceBackend());
       const hc = harness(dir, cpu);
-      const ids = prompt(v.name === 'ring-linear' ? 200 : 40, 90, 21);
+      const ids = randomPrompt(v.name === 'ring-linear' ? 200 : 40, 90, 21);
       const r = runPrompt(hr, ids, 64);
       const c = runPrompt(hc, ids, 64);
-      close(c.logits, r.logits, 1e-5, `${v.name} logits`);
-      close(stateOf(hc, c.seq), stateOf(hr, r.seq), 1e-5, `${v.name} lightning states`);
+      rowsClose(c.logits, r.logits, 1e-5, `${v.name} logits`);
+      rowsClose(stateOf(hc, c.seq), stateOf(hr, r.seq), 1e-5, `${v.name} lightning states`);
       const kv = kvOf(hc, c.seq);
       assert.equal(kv.length, hc.model.spec.layers.filter((l) => l.mixer === 'gqa').length);
-      close(kv, kvOf(hr, r.seq), 1e-5, `${v.name} GQA k/v`);
+      rowsClose(kv, kvOf(hr, r.seq), 1e-5, `${v.name} GQA k/v`);
     } finally {
       cpu.dispose();
     }
@@ -134,19 +121,19 @@ for (const v of ringLinearVariants) {
   test(`${v.name}: prefill(T) equals T single-token decodes; chunked prefill equals one prefill`, () => {
     const be = new CpuBackend({ threads: 2 });
     try {
-      const ids = prompt(70, 90, 5);
+      const ids = randomPrompt(70, 90, 5);
       const a = harness(dir, be);
       const whole = runPrompt(a, ids, ids.length);
       const b = harness(dir, be);
       const steps = runPrompt(b, ids, 1);
-      close(steps.logits, whole.logits, 1e-5, 'decode vs prefill logits');
-      close(stateOf(b, steps.seq), stateOf(a, whole.seq), 1e-5, 'decode vs prefill states');
-      close(kvOf(b, steps.seq), kvOf(a, whole.seq), 1e-5, 'decode vs prefill k/v');
+      rowsClose(steps.logits, whole.logits, 1e-5, 'decode vs prefill logits');
+      rowsClose(stateOf(b, steps.seq), stateOf(a, whole.seq), 1e-5, 'decode vs prefill states');
+      rowsClose(kvOf(b, steps.seq), kvOf(a, whole.seq), 1e-5, 'decode vs prefill k/v');
       for (const chunk of [7, 32]) {
         const h = harness(dir, be);
         const chunked = runPrompt(h, ids, chunk);
-        close(chunked.logits, whole.logits, 1e-5, `chunks of ${chunk}`);
-        close(kvOf(h, chunked.seq), kvOf(a, whole.seq), 1e-5, `chunks of ${chunk} k/v`);
+        rowsClose(chunked.logits, whole.logits, 1e-5, `chunks of ${chunk}`);
+        rowsClose(kvOf(h, chunked.seq), kvOf(a, whole.seq), 1e-5, `chunks of ${chunk} k/v`);
       }
     } finally {
       be.dispose();
@@ -156,7 +143,7 @@ for (const v of ringLinearVariants) {
   test(`${v.name}: a batch of N sequences (mixed prefill and decode) equals N runs of one`, () => {
     const be = new CpuBackend({ threads: 2 });
     try {
-      const prompts = [prompt(5, 90, 1), prompt(17, 90, 2), prompt(1, 90, 3), prompt(40, 90, 4)];
+      const prompts = [randomPrompt(5, 90, 1), randomPrompt(17, 90, 2), randomPrompt(1, 90, 3), randomPrompt(40, 90, 4)];
       const alone = prompts.map((p) => runPrompt(harness(dir, be), p, p.length).logits);
       // Sequence 0 first gets 4 tokens alone, then decodes its 5th in the same step as 1..3 prefill.
       const h: Harness = harness(dir, be);

@@ -1,8 +1,11 @@
 /** Helpers for model-level tests: load a tiny model on a backend and run prompts through it. */
+import assert from 'node:assert/strict';
 import type { Backend, Ops, RouterParams } from '../backend/backend.js';
 import { CacheSeq, HybridCache, type KvCacheDtype } from '../cache/hybrid-cache.js';
 import { routeGroups, scoreRow } from '../ops/moe/moe.js';
 import { toF64, type Tensor } from '../tensor/tensor.js';
+import { compare, fmtStats } from '../util/compare.js';
+import { Prng } from '../util/prng.js';
 import type { Compat } from './config.js';
 import { cacheGeometry } from './cache-spec.js';
 import { Model } from './forward.js';
@@ -23,6 +26,35 @@ export function harness(dir: string, be: Backend, compat: Compat = 'default', ma
     { maxSeqs: 8, numBlocks: Math.ceil((8 * 1024) / blockSize), blockSize, kvCacheDtype },
   );
   return { model, cache };
+}
+
+/** Index of the largest value (the lowest index on ties): the greedy token of a logits row. */
+export function argmax(v: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 1; i < v.length; i++) if (v[i] > v[best]) best = i;
+  return best;
+}
+
+/** n seeded token ids below vocab. */
+export function randomPrompt(n: number, vocab: number, seed: number): number[] {
+  const rng = new Prng(seed);
+  return Array.from({ length: n }, () => rng.int(vocab));
+}
+
+/**
+ * Asserts that rows agree: max|a−b| / max|b| ≤ tol per row (error relative to the row's scale:
+ * per-element relative error is meaningless for logits that happen to be near zero). `note` ends
+ * the failure message. Returns the worst row's error.
+ */
+export function rowsClose(a: Float64Array[], b: Float64Array[], tol: number, what: string, note = ''): number {
+  assert.equal(a.length, b.length, `${what}: ${a.length} vs ${b.length} rows`);
+  let worst = 0;
+  for (let i = 0; i < a.length; i++) {
+    const s = compare(a[i], b[i], 1);
+    worst = Math.max(worst, s.maxRel);
+    assert.ok(s.maxRel <= tol, `${what}: first divergence at row ${i}: ${fmtStats(s)}${note}`);
+  }
+  return worst;
 }
 
 /**

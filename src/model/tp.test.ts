@@ -16,7 +16,7 @@ import { SharedMemoryComm } from '../backend/cpu/shared-comm.js';
 import { ModelLoadError } from '../util/errors.js';
 import { Prng } from '../util/prng.js';
 import { buildSpec, parseConfig } from './config.js';
-import { harness, runPrompt, type Harness } from './test-harness.js';
+import { argmax, harness, runPrompt, type Harness } from './test-harness.js';
 import { tinyConfig, writeTinyModel } from './tiny-checkpoint.js';
 import { ringLinearVariants, tinyVariants } from './tiny-configs.js';
 
@@ -31,11 +31,6 @@ interface Run {
   readonly tokens: number[];
 }
 
-function argmax(v: Float64Array): number {
-  let b = 0;
-  for (let i = 1; i < v.length; i++) if (v[i] > v[b]) b = i;
-  return b;
-}
 
 /** Prefill in chunks, then `steps` greedy decode steps; every position's logits. */
 function greedy(h: Harness, job: Job): Run {

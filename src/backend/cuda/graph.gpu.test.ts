@@ -23,16 +23,12 @@ import { tinyConfig, writeTinyModel } from '../../model/tiny-checkpoint.js';
 import { compare } from '../../util/compare.js';
 import { Prng } from '../../util/prng.js';
 import { CudaBackend, cudaUnavailableReason } from './cuda-backend.js';
+import { argmax } from '../../model/test-harness.js';
 
 const reason = cudaUnavailableReason();
 const skip = reason === null ? false : `no CUDA device: ${reason}`;
 const NMSE_MAX = 1e-6;
 
-function argmax(v: Float32Array): number {
-  let best = 0;
-  for (let i = 1; i < v.length; i++) if (v[i] > v[best]) best = i;
-  return best;
-}
 
 describe('cuda decode graphs vs eager', { skip }, () => {
   let be: CudaBackend;

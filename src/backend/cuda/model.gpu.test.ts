@@ -14,11 +14,10 @@ import { fileURLToPath } from 'node:url';
 import type { KvCacheDtype } from '../../cache/hybrid-cache.js';
 import type { MatmulInputs } from '../backend.js';
 import { CpuBackend } from '../cpu/cpu-backend.js';
-import { harness, RouteTape, runPrompt, type Harness, type RouteFlip } from '../../model/test-harness.js';
+import { argmax, harness, randomPrompt, RouteTape, runPrompt, type Harness, type RouteFlip } from '../../model/test-harness.js';
 import { writeTinyModel } from '../../model/tiny-checkpoint.js';
 import { realHeadVariant, ringLinearVariants, tinyVariants } from '../../model/tiny-configs.js';
 import { compare, fmtStats } from '../../util/compare.js';
-import { Prng } from '../../util/prng.js';
 import { CudaBackend, cudaUnavailableReason } from './cuda-backend.js';
 
 const reason = cudaUnavailableReason();
@@ -38,11 +37,6 @@ function embeddedModels(): { name: string; dir: string }[] {
   return ['tiny-random', 'tiny-brown'].map((n) => ({ name: n, dir: join(root, 'models', n) })).filter((m) => existsSync(join(m.dir, 'config.json')));
 }
 
-function argmax(v: ArrayLike<number>): number {
-  let best = 0;
-  for (let i = 1; i < v.length; i++) if (v[i] > v[best]) best = i;
-  return best;
-}
 
 /** Gap between the best and second-best logit (how close a greedy choice was to a tie). */
 function margin(v: ArrayLike<number>): number {
@@ -50,10 +44,6 @@ function margin(v: ArrayLike<number>): number {
   return s[0] - s[1];
 }
 
-function prompt(n: number, vocab: number, seed: number): number[] {
-  const rng = new Prng(seed);
-  return Array.from({ length: n }, () => rng.int(vocab));
-}
 
 /**
  * Both backends in one MatmulInputs mode (backend.ts): the CPU is the reference in either. With
@@ -93,7 +83,7 @@ const suite = (inputs: MatmulInputs): Promise<void> => describe(`cuda model pari
       const tape = new RouteTape();
       const hc = harness(m.dir, tape.record(cpu), 'default', 512, 16, undefined, KV);
       const V = hc.model.spec.config.vocab_size;
-      const ids = prompt(m.promptLen, Math.min(V, 90), 11);
+      const ids = randomPrompt(m.promptLen, Math.min(V, 90), 11);
       const rc = runPrompt(hc, ids, 64, undefined, tape);
       const cpuLogits = [...rc.logits];
       const tokens: number[] = [];
@@ -146,7 +136,7 @@ const suite = (inputs: MatmulInputs): Promise<void> => describe(`cuda model pari
 
   test('GPU: chunked prefill (7, 64) equals one prefill (base, 300 tokens)', (t) => {
     const dir = join(root, 'base');
-    const ids = prompt(300, 90, 6);
+    const ids = randomPrompt(300, 90, 6);
     const whole = runPrompt(harness(dir, gpu), ids, 300);
     for (const chunk of [7, 64]) {
       const chunked = runPrompt(harness(dir, gpu), ids, chunk);
