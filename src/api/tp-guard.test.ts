@@ -8,7 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { GATE_ABORTED, GATE_CLOSED, GATE_FAILED, GATE_LOCK, LOCK_CALL, LOCK_FREE } from '../backend/cuda/driver.js';
+import { GATE_ABORTED, GATE_CLOSED, GATE_FAILED, GATE_LOCK, LOCK_CALL, LOCK_FREE } from '../backend/cuda/nccl.js';
 import { alive, TpGuard } from './tp-guard.js';
 
 const guardModule = new URL('./tp-guard.js', import.meta.url).href;

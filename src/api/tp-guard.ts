@@ -4,7 +4,7 @@
  * rank's NCCL communicator with its own binding of libnccl (tp-guard-worker.ts). The main thread
  * may at that moment be blocked in native code (a launch into a full queue, a download waiting on
  * a collective whose peer is gone); the abort releases it. The state lives in an NcclGate's words
- * (driver.ts), which the main thread's Nccl also checks before every call on the communicator.
+ * (nccl.ts), which the main thread's Nccl also checks before every call on the communicator.
  *
  * The main thread then settles the failure (TpGroup.settle): waits for the abort flag, for its
  * stream to drain, destroys its CUDA graphs (NCCL's abort waits for the graphs that captured its
@@ -13,7 +13,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
-import { GATE_ABORTED, GATE_ABORTING, GATE_CLOSED, GATE_DEAD, GATE_FAILED, GATE_LOCK, GATE_RC, GATE_RUNNING, GATE_STATE, GATE_WORDS, LOCK_ABORT, LOCK_FREE } from '../backend/cuda/driver.js';
+import { GATE_ABORTED, GATE_ABORTING, GATE_CLOSED, GATE_DEAD, GATE_FAILED, GATE_LOCK, GATE_RC, GATE_RUNNING, GATE_STATE, GATE_WORDS, LOCK_ABORT, LOCK_FREE } from '../backend/cuda/nccl.js';
 
 /** What the watcher thread is given. */
 export interface GuardData {

@@ -10,7 +10,7 @@
 import { createReadStream } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { CudaBackend } from '../backend/cuda/cuda-backend.js';
-import { Nccl } from '../backend/cuda/driver.js';
+import { Nccl } from '../backend/cuda/nccl.js';
 import { HybridCache } from '../cache/hybrid-cache.js';
 import { engineSizes } from '../engine/open.js';
 import { FrameReader, StepFollower } from '../engine/tp-step.js';

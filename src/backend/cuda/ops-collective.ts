@@ -1,12 +1,13 @@
 /**
- * Tensor-parallel collectives on the backend's stream through NCCL (driver.ts); one rank: local.
+ * Tensor-parallel collectives on the backend's stream through NCCL (nccl.ts); one rank: local.
  * Inside a decode-graph capture they are recorded like launches (every rank captures the same
  * sequence, step-graph.ts); in a staging pass (mode 'fill') they are skipped like launches.
  */
 import type { Tensor } from '../../tensor/tensor.js';
 import { checkGatherCols } from '../../ops/collective/collective.js';
 import type { CudaContext } from './context.js';
-import type { Handle, Nccl } from './driver.js';
+import type { Handle } from './driver.js';
+import type { Nccl } from './nccl.js';
 import { f32Act, strideGrid } from './ops-basic.js';
 
 /** This process's place in a tensor-parallel group and its NCCL communicator. */
