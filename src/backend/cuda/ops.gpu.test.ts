@@ -441,14 +441,15 @@ describe('cuda ops vs cpu', { skip }, () => {
     }
   });
 
-  test('MoE prefill GEMMs at real dims (E 256, F 1024, C 4096): 9 tokens on 10 experts, 246 empty', (t) => {
-    const c = gpu.c;
-    const E = 256, K = 8, C = 4096, Fw = 1024, T = 9;
-    const used = [0, 1, 3, 9, 50, 77, 128, 200, 254, 255];
-    // Random bf16 weights made on the GPU (6.4 GB); the CPU gets the used experts' rows only.
+  /**
+   * Real-size experts (E 256, C 4096, F 1024): random bf16 weights made on the GPU (6.4 GB) and, on
+   * the CPU, the rows of the `used` experts only (local expert j = global used[j]).
+   */
+  const realExperts = (used: readonly number[], seed: number): { w13: Tensor; w2: Tensor; w13c: Tensor; w2c: Tensor } => {
+    const c = gpu.c, E = 256, C = 4096, Fw = 1024;
     const w13 = gpu.alloc('bf16', [E * 2 * Fw, C]), w2 = gpu.alloc('bf16', [E * C, Fw]);
     const fill = c.kernel('src/backend/cuda/fill.cu', 'fill_uniform_bf16', 'pluff');
-    for (const [i, w] of [w13, w2].entries()) c.launch(fill, strideGrid(w.numel), 256, 0, [c.ptr(w), w.numel, BigInt(991 + i), 0, Math.sqrt(3 / w.shape[1])]);
+    for (const [i, w] of [w13, w2].entries()) c.launch(fill, strideGrid(w.numel), 256, 0, [c.ptr(w), w.numel, BigInt(seed + i), 0, Math.sqrt(3 / w.shape[1])]);
     const pick = (w: Tensor, rows: number): Float32Array => {
       const v = new Float32Array(used.length * rows * w.shape[1]);
       used.forEach((e, j) => v.set(gpu.download(w.rows(e * rows, rows)), j * rows * w.shape[1]));
@@ -457,6 +458,14 @@ describe('cuda ops vs cpu', { skip }, () => {
     const w13c = cpu.alloc('bf16', [used.length * 2 * Fw, C]), w2c = cpu.alloc('bf16', [used.length * C, Fw]);
     cpu.upload(w13c, pick(w13, 2 * Fw));
     cpu.upload(w2c, pick(w2, C));
+    return { w13, w2, w13c, w2c };
+  };
+
+  test('MoE prefill GEMMs at real dims (E 256, F 1024, C 4096): 9 tokens on 10 experts, 246 empty', (t) => {
+    const c = gpu.c;
+    const K = 8, C = 4096, Fw = 1024, T = 9;
+    const used = [0, 1, 3, 9, 50, 77, 128, 200, 254, 255];
+    const { w13, w2, w13c, w2c } = realExperts(used, 991);
     const local = pickIds(T, K, used.map((_, j) => j));
     const x = rand([T, C]), wts = rand([T, K]);
     const idsC = cpu.alloc('i32', [T, K]), idsG = gpu.alloc('i32', [T, K]);
@@ -475,19 +484,9 @@ describe('cuda ops vs cpu', { skip }, () => {
 
   test('MoE prefill GEMMs at real dims, skewed: 1100 tokens, one expert on all of them (9 row tiles), 243 empty', (t) => {
     const c = gpu.c;
-    const E = 256, K = 8, C = 4096, Fw = 1024, T = 1100;
+    const K = 8, C = 4096, Fw = 1024, T = 1100;
     const used = [0, 2, 5, 17, 31, 64, 100, 101, 128, 150, 199, 230, 255];
-    const w13 = gpu.alloc('bf16', [E * 2 * Fw, C]), w2 = gpu.alloc('bf16', [E * C, Fw]);
-    const fill = c.kernel('src/backend/cuda/fill.cu', 'fill_uniform_bf16', 'pluff');
-    for (const [i, w] of [w13, w2].entries()) c.launch(fill, strideGrid(w.numel), 256, 0, [c.ptr(w), w.numel, BigInt(1991 + i), 0, Math.sqrt(3 / w.shape[1])]);
-    const pick = (w: Tensor, rows: number): Float32Array => {
-      const v = new Float32Array(used.length * rows * w.shape[1]);
-      used.forEach((e, j) => v.set(gpu.download(w.rows(e * rows, rows)), j * rows * w.shape[1]));
-      return v;
-    };
-    const w13c = cpu.alloc('bf16', [used.length * 2 * Fw, C]), w2c = cpu.alloc('bf16', [used.length * C, Fw]);
-    cpu.upload(w13c, pick(w13, 2 * Fw));
-    cpu.upload(w2c, pick(w2, C));
+    const { w13, w2, w13c, w2c } = realExperts(used, 1991);
     // Every token: local expert 0 first, then K − 1 skewed picks among the other 12.
     const rest = pickIds(T, K - 1, used.slice(1).map((_, j) => j + 1));
     const local = new Float64Array(T * K);
