@@ -7,7 +7,8 @@
  */
 import type { GqaParams, KvSeq } from '../../backend/backend.js';
 import type { CpuOpContext } from '../cpu-context.js';
-import { Tensor, checkShape, f32Data } from '../../tensor/tensor.js';
+import { rescaleAdd, softmaxTile, view } from '../cpu-attention.js';
+import { checkShape, f32Data, type Tensor } from '../../tensor/tensor.js';
 import { assert } from '../../util/assert.js';
 import { checkGqaShapes, kvCacheRow } from './gqa.js';
 
@@ -30,46 +31,7 @@ export function cpuGqaCacheWrite(cache: Tensor, k: Tensor, v: Tensor, seq: KvSeq
   }
 }
 
-/** A [rows, cols] view over the start of a scratch buffer (scratch tensors sit at offset 0). */
-function view(t: Tensor, rows: number, cols: number): Tensor {
-  return new Tensor('f32', [rows, cols], t.storage, t.offset);
-}
 
-/**
- * Online-softmax update for one tile. s [rows, T] holds raw q·k dots; row r belongs to query
- * i0 + floor(r/G) and sees the tile's first `vis0 + floor(r/G)` columns (causal). s becomes
- * exp(score − m_new) (masked columns 0); m, l at [at + r] are updated and alpha[r] gets
- * exp(m_old − m_new), the factor the row's accumulator needs before P·V is added.
- */
-function softmaxRows(s: Float32Array, rows: number, T: number, G: number, vis0: number, scale: number, m: Float32Array, l: Float32Array, at: number, alpha: Float32Array): void {
-  for (let r = 0; r < rows; r++) {
-    const vis = Math.max(0, Math.min(T, vis0 + Math.floor(r / G)));
-    const b = r * T;
-    let tmax = -Infinity;
-    for (let t = 0; t < vis; t++) {
-      const x = Math.fround(s[b + t] * scale); // stored rounded, so m matches what exp sees
-      s[b + t] = x;
-      if (x > tmax) tmax = x;
-    }
-    const mOld = m[at + r];
-    const mNew = Math.max(mOld, tmax);
-    s.fill(0, b + vis, b + T);
-    if (mNew === -Infinity) {
-      alpha[r] = 1; // nothing visible yet: the accumulator stays zero
-      continue;
-    }
-    let sum = 0;
-    for (let t = 0; t < vis; t++) {
-      const e = Math.exp(s[b + t] - mNew);
-      s[b + t] = e;
-      sum += e;
-    }
-    const a = Math.exp(mOld - mNew); // 0 on a row's first visible tile
-    alpha[r] = a;
-    l[at + r] = l[at + r] * a + sum;
-    m[at + r] = mNew;
-  }
-}
 
 export function cpuGqaAttention(ctx: CpuOpContext, out: Tensor, q: Tensor, cache: Tensor, seq: KvSeq, p: GqaParams): void {
   const { nHeads: H, nKvHeads: KVH, headDim: D, scale } = p;
@@ -119,12 +81,9 @@ export function cpuGqaAttention(ctx: CpuOpContext, out: Tensor, q: Tensor, cache
       }
       const at = g * R + r0;
       ctx.matmul(view(sT, nr, T), qgT.rows(at, nr), view(kT, T, D), null); // S [nr, T]
-      softmaxRows(s, nr, T, G, vis0, scale, m, l, at, alpha);
+      softmaxTile(s, nr, T, G, vis0, scale, m, l, at, alpha);
       ctx.matmul(view(pvT, nr, D), view(sT, nr, T), view(vtT, D, T), null); // P·v [nr, D]
-      for (let r = 0; r < nr; r++) {
-        const a = alpha[r], ab = (at + r) * D, pb = r * D;
-        for (let d = 0; d < D; d++) acc[ab + d] = acc[ab + d] * a + pv[pb + d];
-      }
+      rescaleAdd(acc, at * D, pv, alpha, nr, D);
     }
   }
 
