@@ -45,7 +45,7 @@ function main(): void {
     options: {
       geometry: { type: 'string', default: 'flash' }, decode: { type: 'string', default: '1' }, ctx: { type: 'string', default: '1024' },
       prefill: { type: 'string', default: '' }, chunk: { type: 'string', default: '4096' }, steps: { type: 'string', default: '20' },
-      mla: { type: 'string', default: '' }, moe: { type: 'string', default: '' }, profile: { type: 'boolean', default: false }, graphs: { type: 'boolean', default: false }, split: { type: 'string', default: '1' }, 'moe-split': { type: 'string', default: '' }, 'kv-cache-dtype': { type: 'string', default: 'auto' }, 'matmul-inputs': { type: 'string', default: 'f32' }, out: { type: 'string', default: 'bench/results/cuda-bench.json' },
+      mla: { type: 'string', default: '' }, moe: { type: 'string', default: '' }, profile: { type: 'boolean', default: false }, graphs: { type: 'boolean', default: false }, split: { type: 'string', default: '1' }, 'kv-cache-dtype': { type: 'string', default: 'auto' }, 'matmul-inputs': { type: 'string', default: 'f32' }, out: { type: 'string', default: 'bench/results/cuda-bench.json' },
     },
   });
   const batches = list(values.decode), ctxs = list(values.ctx), prompts = list(values.prefill);
@@ -54,11 +54,7 @@ function main(): void {
   const be = new CudaBackend({ dummyWeights: { seed: 1 }, matmulInputs: values['matmul-inputs'] === 'bf16' ? 'bf16' : 'f32' });
   const c = be.c, d = c.driver;
   // --split 0: prefill GEMMs on bf16-rounded activations (one GEMM instead of the f32-faithful two).
-  if (!c.bf16Inputs) {
-    c.gemmSplit = values.split !== '0';
-    // --moe-split 0|1: the routed-expert GEMMs only (default: as --split).
-    c.moeSplit = values['moe-split'] === '' ? c.gemmSplit : values['moe-split'] !== '0';
-  }
+  if (!c.bf16Inputs) c.gemmSplit = c.moeSplit = values.split !== '0';
   log(`device: ${be.device.name} (sm_${be.device.major}${be.device.minor}, ${be.device.sms} SMs, ${(be.device.totalBytes / 2 ** 30).toFixed(1)} GiB), geometry ${values.geometry}`);
   const timeIt = eventTimer(d, c.stream);
 

@@ -89,8 +89,8 @@ export class CudaContext {
    * set through CudaBackendOptions.matmulInputs, which also clears gemmSplit and moeSplit.
    */
   bf16Inputs = false;
-  /** The routed-expert prefill GEMMs' split (BAILING_MOE_SPLIT; default: gemmSplit). */
-  moeSplit = process.env.BAILING_MOE_SPLIT === undefined ? this.gemmSplit : process.env.BAILING_MOE_SPLIT !== '0';
+  /** The routed-expert prefill GEMMs' split (as gemmSplit; the op tests run both variants). */
+  moeSplit = this.gemmSplit;
   /**
    * MLA prefill (mlaPrefillExpanded): 'flash-split' expands K/V with an f32 GEMM and runs the
    * tensor-core flash kernel on bf16 hi + lo operands (three MMAs per product, near f32);
