@@ -6,8 +6,9 @@
  *   segments of ≤ 8 pairs, so each expert's rows are read once per segment, not per pair;
  * - T ≥ c.moeGemmMinT (prefill): tokens permuted by expert, f32-faithful hi/lo split when
  *   c.moeSplit, then a weighted combine; c.moePrefill picks the GEMMs: 'cublas' one cuBLASLt call
- *   per expert (up, then down) on contiguous rows, 'grouped' one launch per projection of
- *   moe-grouped.cu over all experts (SiLU·mul in the gate/up epilogue).
+ *   per expert (up, then down) on contiguous rows (sorted on the host), 'grouped' (default) one
+ *   launch per projection of moe-grouped.cu over all experts (SiLU·mul in the gate/up epilogue),
+ *   with the permutation and tile schedule built on the device (no host round trip).
  * Every output row is a fixed-order function of its own pair, so results do not depend on the path's
  * ordering (the batch-invariance tests rely on that).
  */
