@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { readFileSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cudaUnavailableReason } from '../../src/backend/cuda/cuda-backend.js';
@@ -23,6 +24,17 @@ test('generate on the embedded model: streams the prompt and a continuation, rep
   // Greedy is deterministic.
   const b = run(['generate', 'The jury said', '--max-tokens', '12', '--temperature', '0', '--ignore-eos', '--threads', '1']);
   assert.equal(b.stdout, a.stdout);
+});
+
+test('the package command runs: bin target is executable and `npx bailing` (the README command) works', () => {
+  const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { bin: Record<string, string> };
+  const bin = join(root, pkg.bin['bailing']!);
+  assert.ok((statSync(bin).mode & 0o111) !== 0, `${bin} is not executable`);
+  const r = spawnSync('npx', ['--no-install', 'bailing', 'generate', 'The jury said', '--max-tokens', '3', '--temperature', '0', '--threads', '1'], {
+    cwd: root, encoding: 'utf8', timeout: 60_000,
+  });
+  assert.equal(r.status, 0, r.stderr);
+  assert.ok(r.stdout.startsWith('The jury said'), r.stdout);
 });
 
 test('generate reads the prompt from stdin; seeds reproduce sampled text', () => {
