@@ -93,9 +93,10 @@ export class CudaContext {
   moeSplit = this.gemmSplit;
   /**
    * MLA prefill (mlaPrefillExpanded): 'flash-split' expands K/V with an f32 GEMM and runs the
-   * tensor-core flash kernel on bf16 hi + lo operands (three MMAs per product, near f32);
-   * 'flash-bf16' on bf16 operands (one MMA, ~1e-5 NMSE per call); 'absorbed' the CUDA-core
-   * absorbed kernels decode uses. BAILING_MLA_PREFILL overrides.
+   * tensor-core flash kernel on bf16 hi + lo operands (three MMAs per product, near f32), or with
+   * bf16Inputs on bf16 q, k, v and hi + lo probabilities (the CPU's numbers in that mode);
+   * 'flash-bf16' on bf16 operands and probabilities (one MMA, ~1e-5 NMSE per call, measurement
+   * only); 'absorbed' the CUDA-core absorbed kernels decode uses. BAILING_MLA_PREFILL overrides.
    */
   mlaPrefill: MlaPrefillMode = mlaPrefillMode(process.env.BAILING_MLA_PREFILL);
   /**

@@ -2,11 +2,13 @@
  * MatmulInputs 'bf16' on the GPU vs the CPU in the same mode: both round the same inputs to bf16,
  * so every matmul path (GEMV T ≤ 8, cuBLASLt GEMM, f32 router weights) and every routed-expert
  * path (decode, segmented, grouped prefill, per-expert cuBLASLt) must agree to f32 accumulation
- * error; and the mode must differ from f32 inputs. Skips without a CUDA device.
+ * error; so must MLA prefill's flash kernel on bf16 operands ('bf16ops'); and the mode must differ
+ * from f32 inputs. Skips without a CUDA device.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { CpuBackend } from '../cpu/cpu-backend.js';
+import type { MlaParams } from '../backend.js';
 import type { Dtype, Tensor } from '../../tensor/tensor.js';
 import { compare, fmtStats } from '../../util/compare.js';
 import { Prng } from '../../util/prng.js';
@@ -94,5 +96,46 @@ describe('cuda vs cpu with bf16 matmul inputs', { skip }, () => {
       gpu.c.moeGemmMinT = saved.minT;
       gpu.c.moePrefill = saved.mode;
     }
+  });
+
+  test('MLA prefill on bf16 operands (flash bf16ops): f32 and bf16 latent caches, chunks after context', (t) => {
+    // c_kv and W_kvb are dyadic, so the f32 expansion is exact on both sides and k_nope, v round to
+    // identical bf16 values; q and k_pe are rounded from identical inputs. What is left is f32
+    // accumulation order (q·k on tensor cores, P as hi + lo): the split kernel's tolerance.
+    const dyadic = (shape: number[], den: number, range: number): { c: Tensor; g: Tensor; f: Tensor } => {
+      const v = Float64Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => (rng.int(2 * range * den + 1) - range * den) / den);
+      const r = { c: cpu.alloc('f32', shape), g: gpu.alloc('f32', shape), f: gpuF32.alloc('f32', shape) };
+      cpu.upload(r.c, v);
+      gpu.upload(r.g, v);
+      gpuF32.upload(r.f, v);
+      return r;
+    };
+    for (const [H, Dn, Dr, Dv, L] of [[4, 6, 4, 5, 12], [4, 128, 64, 128, 512], [3, 32, 32, 64, 64]] as const)
+      for (const cd of ['f32', 'bf16'] as const) {
+        const p: MlaParams = { nHeads: H, qkNope: Dn, qkRope: Dr, vHead: Dv, kvLora: L, scale: (Dn + Dr) ** -0.5, blockSize: 16 };
+        const rows = 16 * 16, blockTable = Int32Array.from({ length: 16 }, (_, b) => (b * 5 + 3) % 16);
+        const cache = { c: cpu.alloc('f32', [rows, L + Dr]), g: gpu.alloc(cd, [rows, L + Dr]), f: gpuF32.alloc(cd, [rows, L + Dr]) };
+        const kvB = dyadic([H * (Dn + Dv), L], 1024, 1 / 32);
+        let ctx = 0;
+        for (const n of [19, 40, 150]) {
+          const seq = { blockTable, ctxStart: ctx };
+          const ckv = dyadic([n, L], 16, 2), kpe = both([n, Dr]);
+          if (cd === 'bf16') cpu.ops.roundBf16(kpe.c); // what the bf16 cache stores (c_kv is bf16-exact)
+          cpu.ops.mlaCacheWrite(cache.c, ckv.c, kpe.c, seq, p);
+          gpu.ops.mlaCacheWrite(cache.g, ckv.g, kpe.g, seq, p);
+          gpuF32.ops.mlaCacheWrite(cache.f, ckv.f, kpe.f, seq, p);
+          const q = both([n, H * (Dn + Dr)], 0.5), o = outs([n, H * Dv]);
+          cpu.ops.mlaPrefillExpanded(o.c, q.c, cache.c, kvB.c, seq, p);
+          gpu.ops.mlaPrefillExpanded(o.g, q.g, cache.g, kvB.g, seq, p);
+          gpuF32.ops.mlaPrefillExpanded(o.f, q.f, cache.f, kvB.f, seq, p);
+          const got = gpu.download(o.g), want = cpu.download(o.c);
+          const s = compare(got, want), moved = compare(gpuF32.download(o.f), want);
+          const what = `H=${H} ${Dn}/${Dr}/${Dv} L=${L} ${cd} cache ctx=${ctx} n=${n}`;
+          t.diagnostic(`${what}: ${fmtStats(s)}; f32 operands: NMSE ${moved.nmse.toExponential(2)}`);
+          assert.ok(got.every(Number.isFinite) && s.nmse <= 1e-7, `${what}: ${fmtStats(s)}`);
+          assert.ok(moved.nmse > 1e-8, `${what}: the GPU's bf16 mode looks like its f32 mode`);
+          ctx += n;
+        }
+      }
   });
 });

@@ -45,7 +45,7 @@ export const referenceOps: Ops = {
   allGatherCols: refAllGatherCols,
 };
 
-/** referenceOps with MatmulInputs 'bf16': weight-matmul inputs rounded to bf16 first. */
+/** referenceOps with MatmulInputs 'bf16': weight-matmul inputs (and MLA prefill's attention operands) rounded to bf16 first. */
 const bf16InputOps: Ops = {
   ...referenceOps,
   matmul: (out, x, w, bias) => {
@@ -53,6 +53,7 @@ const bf16InputOps: Ops = {
     refMatmul(out, xr, w, bias);
   },
   moeExperts: (out, x, ids, weights, w13, w2, ffn) => refMoeExperts(out, x, ids, weights, w13, w2, ffn, true),
+  mlaPrefillExpanded: (out, q, cache, kvB, seq, p) => refMlaPrefillExpanded(out, q, cache, kvB, seq, p, true),
 };
 
 export class ReferenceBackend implements Backend {

@@ -9,6 +9,7 @@ import type { CpuOpContext } from '../cpu-context.js';
 import { rescaleAdd, softmaxTile, view } from '../cpu-attention.js';
 import { checkShape, f32Data, type Tensor } from '../../tensor/tensor.js';
 import { assert } from '../../util/assert.js';
+import { roundBf16 } from '../../util/numeric.js';
 import { checkMlaShapes, mlaCacheRow } from './mla.js';
 
 /** Context tokens per tile. */
@@ -30,6 +31,11 @@ export function cpuMlaCacheWrite(cache: Tensor, ckv: Tensor, kpe: Tensor, seq: M
   }
 }
 
+/** a[0..n) rounded to bf16 values in place. */
+function roundRange(a: Float32Array, n: number): void {
+  for (let i = 0; i < n; i++) a[i] = roundBf16(a[i]);
+}
+
 /** Element offset of position pos's cache row (bounds-checked: a bad block table must not read junk). */
 function rowStart(cache: Tensor, seq: MlaSeq, blockSize: number, pos: number): number {
   const r = mlaCacheRow(seq, blockSize, pos);
@@ -43,6 +49,8 @@ function rowStart(cache: Tensor, seq: MlaSeq, blockSize: number, pos: number): n
 /**
  * Expanded form: per tile, c_kv rows are gathered and expanded for all heads at once
  * (kv [T, H·(Dn+Dv)] = c_kv · W_kvbᵀ); then per head S = q_h · [k_nope_h | k_pe]ᵀ and P · v_h.
+ * ctx.bf16Inputs: the operands (q, c_kv, k_pe, and k_nope, v as expanded) are rounded to bf16 as
+ * the CUDA flash kernel reads them; the probabilities P stay f32 (refMlaPrefillExpanded's bf16Operands).
  */
 export function cpuMlaPrefillExpanded(ctx: CpuOpContext, out: Tensor, q: Tensor, cache: Tensor, kvB: Tensor, seq: MlaSeq, p: MlaParams): void {
   const { nHeads: H, qkNope: Dn, qkRope: Dr, vHead: Dv, kvLora: L, scale } = p;
@@ -74,6 +82,8 @@ export function cpuMlaPrefillExpanded(ctx: CpuOpContext, out: Tensor, q: Tensor,
       const src = qv.off + i * H * Dqk + h * Dqk;
       qh.set(qv.data.subarray(src, src + Dqk), (h * n + i) * Dqk);
     }
+  const rb = ctx.bf16Inputs;
+  if (rb) roundRange(qh, H * n * Dqk);
   acc.fill(0, 0, H * n * Dv);
   m.fill(-Infinity, 0, H * n);
   l.fill(0, 0, H * n);
@@ -87,7 +97,12 @@ export function cpuMlaPrefillExpanded(ctx: CpuOpContext, out: Tensor, q: Tensor,
       ckv.set(cv.data.subarray(src, src + L), t * L);
       kpe.set(cv.data.subarray(src + L, src + W), t * Dr);
     }
+    if (rb) {
+      roundRange(ckv, T * L);
+      roundRange(kpe, T * Dr);
+    }
     ctx.matmul(view(kvT, T, HDkv), view(ckvT, T, L), kvB, null); // kv [T, H·(Dn+Dv)]
+    if (rb) roundRange(kv, T * HDkv);
     for (let h = 0; h < H; h++) {
       for (let t = 0; t < T; t++) {
         const kb = t * HDkv + h * Dkv;

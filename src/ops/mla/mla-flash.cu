@@ -5,6 +5,8 @@
 // q·k = q_nope·k_nope (per head) + q_pe·k_pe (the one shared k_pe head, read once per key tile).
 // SPLIT: every bf16 operand is a hi + lo pair and each product takes three MMAs (hi·hi + hi·lo +
 // lo·hi), so the result stays near f32 (the CPU backend's numbers) at three times the MMA work.
+// PSPLIT without SPLIT ("bf16ops", MatmulInputs 'bf16'): q, k and v are bf16 (one MMA for q·k) but the
+// probabilities are a hi + lo pair (two MMAs for P·v), as the CPU backend computes that mode.
 #include "../cuda-common.cuh"
 #include "../tensor-core.cuh"
 
@@ -14,13 +16,16 @@
 // ckv rows of context positions 0..ctx-1 (from the paged cache, f32 or bf16: kernel suffix) as f32
 // (ckvF) or bf16 (ckvB); k_pe as bf16 hi (+ lo), zero-padded to DRP columns. One block per position.
 // A bf16 cache's values are bf16 already: their bf16 copies are exact and their lo parts zero.
+// roundF: the f32 copies are rounded to bf16 values (bf16ops with an f32 cache: the expansion
+// GEMM stays f32 but takes bf16 latents, as the CPU does).
 template <typename C>
-__device__ void flash_gather(float* ckvF, unsigned short* ckvB, unsigned short* kpeHi, unsigned short* kpeLo, const C* cache, const int* rows, int L, int Dr, int DRP) {
+__device__ void flash_gather(float* ckvF, unsigned short* ckvB, unsigned short* kpeHi, unsigned short* kpeLo, const C* cache, const int* rows, int L, int Dr, int DRP, int roundF) {
   const long long s = blockIdx.x;
   const C* src = cache + (long long)rows[s] * (L + Dr);
   for (int c = threadIdx.x; c < L; c += blockDim.x) {
-    if (ckvF) ckvF[s * L + c] = ldw(src, c);
-    else ckvB[s * L + c] = f2bf(ldw(src, c));
+    const float v = ldw(src, c);
+    if (ckvF) ckvF[s * L + c] = roundF ? round_bf(v) : v;
+    else ckvB[s * L + c] = f2bf(v);
   }
   for (int c = threadIdx.x; c < DRP; c += blockDim.x) {
     const float v = c < Dr ? ldw(src, L + c) : 0.f;
@@ -29,11 +34,11 @@ __device__ void flash_gather(float* ckvF, unsigned short* ckvB, unsigned short* 
     if (kpeLo) kpeLo[s * DRP + c] = f2bf(v - bf2f(hb));
   }
 }
-extern "C" __global__ void mla_flash_gather(float* ckvF, unsigned short* ckvB, unsigned short* kpeHi, unsigned short* kpeLo, const float* cache, const int* rows, int L, int Dr, int DRP) {
-  flash_gather(ckvF, ckvB, kpeHi, kpeLo, cache, rows, L, Dr, DRP);
+extern "C" __global__ void mla_flash_gather(float* ckvF, unsigned short* ckvB, unsigned short* kpeHi, unsigned short* kpeLo, const float* cache, const int* rows, int L, int Dr, int DRP, int roundF) {
+  flash_gather(ckvF, ckvB, kpeHi, kpeLo, cache, rows, L, Dr, DRP, roundF);
 }
-extern "C" __global__ void mla_flash_gather_bf16(float* ckvF, unsigned short* ckvB, unsigned short* kpeHi, unsigned short* kpeLo, const unsigned short* cache, const int* rows, int L, int Dr, int DRP) {
-  flash_gather(ckvF, ckvB, kpeHi, kpeLo, cache, rows, L, Dr, DRP);
+extern "C" __global__ void mla_flash_gather_bf16(float* ckvF, unsigned short* ckvB, unsigned short* kpeHi, unsigned short* kpeLo, const unsigned short* cache, const int* rows, int L, int Dr, int DRP, int roundF) {
+  flash_gather(ckvF, ckvB, kpeHi, kpeLo, cache, rows, L, Dr, DRP, roundF);
 }
 
 extern "C" __global__ void mla_flash_tobf16(unsigned short* dst, const float* src, long long n) {
@@ -95,7 +100,7 @@ __device__ __forceinline__ void pv_part(float (*o)[4], const unsigned (*pa)[4], 
 // out [n, H, Dv] f32. Grid (H, ceil(n/BM)); query tiles in reverse so the longest (last) start first.
 // Query i sits at ctxStart+i and sees keys 0..ctxStart+i. Kernel dims DN/DR/DV are the padded
 // (multiple of 16) widths of the packed operands; Dn/Dr/Dv the model's.
-template <int DN, int DR, int DV, int BN, bool SPLIT>
+template <int DN, int DR, int DV, int BN, bool SPLIT, bool PSPLIT>
 __device__ __forceinline__ void flash_prefill(float* __restrict__ out, const float* __restrict__ q, const unsigned short* knH, const unsigned short* knL, const unsigned short* krH, const unsigned short* krL,
                                               const unsigned short* vH, const unsigned short* vL, int n, int ctxStart, int ctx, int H, int Dn, int Dr, int Dv, float scaleLog2) {
   constexpr int PN = DN + 8, PR = DR + 8, PV = DV + 8;  // 16 bytes of row padding: conflict-free ldmatrix
@@ -210,7 +215,7 @@ __device__ __forceinline__ void flash_prefill(float* __restrict__ out, const flo
       o[d][3] *= c1;
     }
     unsigned pa[BN / 16][4];
-    unsigned pl[SPLIT ? BN / 16 : 1][4];
+    unsigned pl[PSPLIT ? BN / 16 : 1][4];
 #pragma unroll
     for (int j = 0; j < BN / 8; j++) {
       s[j][0] = exp2f(s[j][0] - mx0);
@@ -223,16 +228,14 @@ __device__ __forceinline__ void flash_prefill(float* __restrict__ out, const flo
       const int kk = j >> 1, hf = (j & 1) * 2;
       pa[kk][hf] = tc_pack(s[j][0], s[j][1]);
       pa[kk][hf + 1] = tc_pack(s[j][2], s[j][3]);
-      if constexpr (SPLIT) {
+      if constexpr (PSPLIT) {
         pl[kk][hf] = tc_pack(s[j][0] - __uint_as_float(pa[kk][hf] << 16), s[j][1] - __uint_as_float(pa[kk][hf] & 0xffff0000u));
         pl[kk][hf + 1] = tc_pack(s[j][2] - __uint_as_float(pa[kk][hf + 1] << 16), s[j][3] - __uint_as_float(pa[kk][hf + 1] & 0xffff0000u));
       }
     }
     pv_part<DV, BN, PV>(o, pa, vHs, lane);
-    if constexpr (SPLIT) {
-      pv_part<DV, BN, PV>(o, pa, vHs + VE, lane);
-      pv_part<DV, BN, PV>(o, pl, vHs, lane);
-    }
+    if constexpr (SPLIT) pv_part<DV, BN, PV>(o, pa, vHs + VE, lane);
+    if constexpr (PSPLIT) pv_part<DV, BN, PV>(o, pl, vHs, lane);
     __syncthreads();  // this stage is reloaded two iterations on
   }
 
@@ -258,15 +261,17 @@ __device__ __forceinline__ void flash_prefill(float* __restrict__ out, const flo
   }
 }
 
-// Instantiations (name: padded DN_DR_DV, operand precision); the host picks the smallest that fits
+// Instantiations (name: padded DN_DR_DV, precision: bf16 / bf16ops / split); the host picks the smallest that fits
 // and sizes shared memory as 2·(NP·BM·(DN+DR+16) + 2·NP·BN·(DN+DR+16) + 2·NP·BN·(DV+8)) bytes.
-#define MLA_FLASH(NAME, DN, DR, DV, BN, SPLIT)                                                                                                                   \
+#define MLA_FLASH(NAME, DN, DR, DV, BN, SPLIT, PSPLIT)                                                                                                           \
   extern "C" __global__ void __launch_bounds__(FL_THREADS) NAME(float* out, const float* q, const unsigned short* knH, const unsigned short* knL,             \
                                                                  const unsigned short* krH, const unsigned short* krL, const unsigned short* vH,               \
                                                                  const unsigned short* vL, int n, int ctxStart, int ctx, int H, int Dn, int Dr, int Dv, float sl2) { \
-    flash_prefill<DN, DR, DV, BN, SPLIT>(out, q, knH, knL, krH, krL, vH, vL, n, ctxStart, ctx, H, Dn, Dr, Dv, sl2);                                           \
+    flash_prefill<DN, DR, DV, BN, SPLIT, PSPLIT>(out, q, knH, knL, krH, krL, vH, vL, n, ctxStart, ctx, H, Dn, Dr, Dv, sl2);                                   \
   }
-MLA_FLASH(mla_flash_64_64_64_bf16, 64, 64, 64, 64, false)
-MLA_FLASH(mla_flash_64_64_64_split, 64, 64, 64, 64, true)
-MLA_FLASH(mla_flash_128_64_128_bf16, 128, 64, 128, 64, false)
-MLA_FLASH(mla_flash_128_64_128_split, 128, 64, 128, 32, true)
+MLA_FLASH(mla_flash_64_64_64_bf16, 64, 64, 64, 64, false, false)
+MLA_FLASH(mla_flash_64_64_64_bf16ops, 64, 64, 64, 64, false, true)
+MLA_FLASH(mla_flash_64_64_64_split, 64, 64, 64, 64, true, true)
+MLA_FLASH(mla_flash_128_64_128_bf16, 128, 64, 128, 64, false, false)
+MLA_FLASH(mla_flash_128_64_128_bf16ops, 128, 64, 128, 64, false, true)
+MLA_FLASH(mla_flash_128_64_128_split, 128, 64, 128, 32, true, true)

@@ -136,6 +136,43 @@ test('mla cpu expanded and absorbed vs float64 reference, and absorbed vs expand
   });
 });
 
+/** n multiples of 1/den in [-range, range]: products and sums of these are exact in f32. */
+function dyadic(rng: Prng, n: number, den: number, range: number): Float64Array {
+  return Float64Array.from({ length: n }, () => (rng.int(2 * range * den + 1) - range * den) / den);
+}
+
+test('mla expanded with bf16 operands (MatmulInputs bf16): cpu = reference with the same rounding, and the rounding moves the result', (t) => {
+  // c_kv and W_kvb are dyadic so the expansion is exact in f32 and f64 alike: k_nope and v round
+  // to the same bf16 values on both sides, and the comparison is as tight as the f32 one. q and
+  // k_pe are random (they are rounded from identical inputs).
+  const bf = new CpuBackend({ threads: 2, matmulInputs: 'bf16' });
+  try {
+    let seed = 100;
+    for (const c of cases.filter((x) => x.n > 1)) {
+      const label = `${c.name} bs=${c.blockSize} ctxStart=${c.ctxStart} n=${c.n}`;
+      const sc = scene(c.d, c.blockSize, c.ctxStart + c.n, seed);
+      const rng = new Prng(seed++);
+      sc.ckv = dyadic(rng, sc.ckv.length, 16, 2);
+      sc.kvB = pair(sc.kvB.ref.shape, dyadic(rng, sc.kvB.ref.numel, 1024, 1 / 32)); // ~ L^-0.5 at L = 512, as scene()
+      writeCache(bf, sc, 0, c.ctxStart + c.n);
+      const { nHeads: H, qkNope: Dn, qkRope: Dr, vHead: Dv } = sc.p;
+      const Dq = H * (Dn + Dr), seq: MlaSeq = { blockTable: sc.blockTable, ctxStart: c.ctxStart };
+      const q = pair([c.n, Dq], sc.q.subarray(c.ctxStart * Dq, (c.ctxStart + c.n) * Dq));
+      const out = pair([c.n, H * Dv], new Float64Array(c.n * H * Dv)), plain = pair([c.n, H * Dv], new Float64Array(c.n * H * Dv));
+      refMlaPrefillExpanded(out.ref, q.ref, sc.cache.ref, sc.kvB.ref, seq, sc.p, true);
+      bf.ops.mlaPrefillExpanded(out.cpu, q.cpu, sc.cache.cpu, sc.kvB.cpu, seq, sc.p);
+      refMlaPrefillExpanded(plain.ref, q.ref, sc.cache.ref, sc.kvB.ref, seq, sc.p);
+      const s = compare(toF64(out.cpu), toF64(out.ref)), moved = compare(toF64(plain.ref), toF64(out.ref));
+      t.diagnostic(`${label}: cpu vs reference ${fmtStats(s)} | bf16 vs f32 operands ${fmtStats(moved)}`);
+      assert.ok(s.maxRel <= TOL && s.nmse <= TOL_NMSE, `${label}: ${fmtStats(s)}`);
+      // bf16 operands carry 2^-9 relative error: far above the f32 comparison, so the mode is on.
+      assert.ok(moved.nmse > 1e3 * TOL_NMSE, `${label}: bf16 operands did not change the result (${fmtStats(moved)})`);
+    }
+  } finally {
+    bf.dispose();
+  }
+});
+
 test('mla softmax stays finite and close with scores in the tens (max subtracted)', (t) => {
   withCpu((be) => {
     const ctxStart = 100, n = 5;

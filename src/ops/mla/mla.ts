@@ -11,6 +11,7 @@
 import type { MlaParams, MlaSeq } from '../../backend/backend.js';
 import { checkShape, fromF64, toF64, type Tensor } from '../../tensor/tensor.js';
 import { assert } from '../../util/assert.js';
+import { roundBf16 } from '../../util/numeric.js';
 
 /** Cache row of token position pos (shared by the reference and the CPU kernels). */
 export function mlaCacheRow(seq: MlaSeq, blockSize: number, pos: number): number {
@@ -52,12 +53,15 @@ export function refMlaCacheWrite(cache: Tensor, ckv: Tensor, kpe: Tensor, seq: M
  * Every context token is expanded to per-head k_nope and v, scores are materialised in full and
  * softmaxed with the max subtracted. The absorbed form is the same function of the inputs
  * (matrix associativity), so refMlaDecodeAbsorbed deliberately uses this too.
+ * bf16Operands (the prefill of MatmulInputs 'bf16', backend.ts): c_kv, k_pe and q rounded to bf16,
+ * and k_nope, v rounded after their expansion; the probabilities stay exact.
  */
-function refMlaExpandedF64(out: Tensor, q: Tensor, cache: Tensor, kvB: Tensor, seq: MlaSeq, p: MlaParams): void {
+function refMlaExpandedF64(out: Tensor, q: Tensor, cache: Tensor, kvB: Tensor, seq: MlaSeq, p: MlaParams, bf16Operands = false): void {
   const { nHeads: H, qkNope: Dn, qkRope: Dr, vHead: Dv, kvLora: L, scale } = p;
   const n = checkMlaShapes(out, q, cache, kvB, p);
   const ctx = seq.ctxStart + n; // tokens in the cache for this call
-  const qs = toF64(q), w = toF64(kvB), cs = toF64(cache);
+  const rd = bf16Operands ? roundBf16 : (x: number): number => x;
+  const qs = toF64(q).map(rd), w = toF64(kvB), cs = toF64(cache).map(rd);
   const Dqk = Dn + Dr, Dkv = Dn + Dv, W = L + Dr;
   // k [ctx, H, Dqk] = [W_kvb nope rows · c_kv | k_pe];  v [ctx, H, Dv] = W_kvb value rows · c_kv
   const k = new Float64Array(ctx * H * Dqk);
@@ -69,8 +73,8 @@ function refMlaExpandedF64(out: Tensor, q: Tensor, cache: Tensor, kvB: Tensor, s
       for (let d = 0; d < Dkv; d++) {
         let acc = 0;
         for (let l = 0; l < L; l++) acc += w[(h * Dkv + d) * L + l] * cs[r + l];
-        if (d < Dn) k[kb + d] = acc;
-        else v[(s * H + h) * Dv + d - Dn] = acc;
+        if (d < Dn) k[kb + d] = rd(acc);
+        else v[(s * H + h) * Dv + d - Dn] = rd(acc);
       }
       for (let d = 0; d < Dr; d++) k[kb + Dn + d] = cs[r + L + d];
     }
@@ -98,8 +102,8 @@ function refMlaExpandedF64(out: Tensor, q: Tensor, cache: Tensor, kvB: Tensor, s
   fromF64(out, o);
 }
 
-export function refMlaPrefillExpanded(out: Tensor, q: Tensor, cache: Tensor, kvB: Tensor, seq: MlaSeq, p: MlaParams): void {
-  refMlaExpandedF64(out, q, cache, kvB, seq, p);
+export function refMlaPrefillExpanded(out: Tensor, q: Tensor, cache: Tensor, kvB: Tensor, seq: MlaSeq, p: MlaParams, bf16Operands = false): void {
+  refMlaExpandedF64(out, q, cache, kvB, seq, p, bf16Operands);
 }
 
 /** Same result as the expanded form by definition; see refMlaExpandedF64. */
