@@ -5,7 +5,7 @@
  * rate measured here), and a per-kernel breakdown of batch-1 decode.
  *
  *   node dist/bench/cuda-bench.js --geometry flash|ring-mini [--decode 1,8,64,256] [--ctx 1024,32768]
- *        [--prefill 1024,8192,32768] [--chunk 4096] [--profile] [--graphs] [--split 0|1]
+ *        [--prefill 1024,8192,32768] [--chunk 8192 (the engine's CUDA step)] [--moe-chunk 4096] [--profile] [--graphs] [--split 0|1]
  *        [--mla absorbed,flash-split,flash-bf16] [--moe cublas,grouped] [--kv-cache-dtype auto|bf16|f32] [--out FILE]
  *
  * --graphs: each decode figure three times in one process: eager launches, CUDA-graph replay through
@@ -44,8 +44,8 @@ function main(): void {
   const { values } = parseArgs({
     options: {
       geometry: { type: 'string', default: 'flash' }, decode: { type: 'string', default: '1' }, ctx: { type: 'string', default: '1024' },
-      prefill: { type: 'string', default: '' }, chunk: { type: 'string', default: '4096' }, steps: { type: 'string', default: '20' },
-      mla: { type: 'string', default: '' }, moe: { type: 'string', default: '' }, profile: { type: 'boolean', default: false }, graphs: { type: 'boolean', default: false }, split: { type: 'string', default: '1' }, 'kv-cache-dtype': { type: 'string', default: 'auto' }, 'matmul-inputs': { type: 'string', default: 'f32' }, out: { type: 'string', default: 'bench/results/cuda-bench.json' },
+      prefill: { type: 'string', default: '' }, chunk: { type: 'string', default: '8192' }, steps: { type: 'string', default: '20' },
+      mla: { type: 'string', default: '' }, moe: { type: 'string', default: '' }, 'moe-chunk': { type: 'string', default: '' }, profile: { type: 'boolean', default: false }, graphs: { type: 'boolean', default: false }, split: { type: 'string', default: '1' }, 'kv-cache-dtype': { type: 'string', default: 'auto' }, 'matmul-inputs': { type: 'string', default: 'f32' }, out: { type: 'string', default: 'bench/results/cuda-bench.json' },
     },
   });
   const batches = list(values.decode), ctxs = list(values.ctx), prompts = list(values.prefill);
@@ -55,6 +55,7 @@ function main(): void {
   const c = be.c, d = c.driver;
   // --split 0: prefill GEMMs on bf16-rounded activations (one GEMM instead of the f32-faithful two).
   if (!c.bf16Inputs) c.gemmSplit = c.moeSplit = values.split !== '0';
+  if (values['moe-chunk']) c.moeChunk = Number(values['moe-chunk']);
   log(`device: ${be.device.name} (sm_${be.device.major}${be.device.minor}, ${be.device.sms} SMs, ${(be.device.totalBytes / 2 ** 30).toFixed(1)} GiB), geometry ${values.geometry}`);
   const timeIt = eventTimer(d, c.stream);
 
@@ -120,8 +121,8 @@ function main(): void {
     }
     const ms = median(wall);
     const flops = prefillFlops(spec, P), floorMs = (flops / (gemmTflops * 1e12)) * 1e3;
-    log(`prefill ${P} [mla ${mla}, moe ${moe}, ${c.bf16Inputs ? 'bf16' : 'f32'} matmul inputs, chunk ${chunk}]: ${ms.toFixed(1)} ms (TTFT), ${((P / ms) * 1e3).toFixed(0)} tok/s; FLOP floor ${(flops / 1e12).toFixed(2)} TFLOP → ${floorMs.toFixed(1)} ms (${((floorMs / ms) * 100).toFixed(1)}% of floor)`);
-    results.push({ kind: 'prefill', tokens: P, ms, tokPerS: (P / ms) * 1e3, flops, floorMs, floorRatio: floorMs / ms, chunk, mla, moe, matmulInputs: c.bf16Inputs ? 'bf16' : 'f32' });
+    log(`prefill ${P} [mla ${mla}, moe ${moe}, ${c.bf16Inputs ? 'bf16' : 'f32'} matmul inputs, chunk ${chunk}, moe chunk ${c.moeChunk}]: ${ms.toFixed(1)} ms (TTFT), ${((P / ms) * 1e3).toFixed(0)} tok/s; FLOP floor ${(flops / 1e12).toFixed(2)} TFLOP → ${floorMs.toFixed(1)} ms (${((floorMs / ms) * 100).toFixed(1)}% of floor)`);
+    results.push({ kind: 'prefill', tokens: P, ms, tokPerS: (P / ms) * 1e3, flops, floorMs, floorRatio: floorMs / ms, chunk, moeChunk: c.moeChunk, mla, moe, matmulInputs: c.bf16Inputs ? 'bf16' : 'f32' });
     if (values.profile && P === Math.min(...prompts.filter((x) => x >= 8192), Math.max(...prompts))) {
       c.startProfile();
       run();

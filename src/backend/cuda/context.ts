@@ -114,6 +114,13 @@ export class CudaContext {
   lightningPrefill: LightningPrefillMode = lightningPrefillMode(process.env.BAILING_LIGHTNING_PREFILL);
   /** Smallest step (> 8 tokens) that takes the MoE prefill path; tests lower it (BAILING_MOE_GEMM_MIN_T). */
   moeGemmMinT: number = positiveInt('BAILING_MOE_GEMM_MIN_T', process.env.BAILING_MOE_GEMM_MIN_T, 512);
+  /**
+   * Tokens per pass of the MoE prefill GEMMs (BAILING_MOE_CHUNK): each pass reads every hit expert's
+   * weights once, and its permuted scratch grows with it (~0.15 MB a token at C = 4096, K = 8).
+   * 4096 is what bench/RESULTS.md measured; 8192 (the engine's whole default CUDA step) halves the
+   * weight reads of an 8k prefill and is the next thing to measure.
+   */
+  moeChunk: number = positiveInt('BAILING_MOE_CHUNK', process.env.BAILING_MOE_CHUNK, 4096);
   /** When set, every launch is bracketed by events and timed per kernel name (costs ~µs a launch). */
   profile: KernelProfile | null = null;
   mode: LaunchMode = 'eager';

@@ -32,8 +32,6 @@ const ggSmem = (split: boolean): number => (split ? 3 : 4) * ((split ? 2 : 1) * 
 const GW_BN = 256;
 const gwSmem = (split: boolean): number => (split ? 3 : 4) * ((split ? 2 : 1) * GG_BM + GW_BN) * 128 + 1024;
 const SEG_MAX = 8;
-/** Token chunk of the GEMM path (bounds the permuted scratch: ~1.3 GB at C = 4096, K = 8). */
-const LT_CHUNK = 4096;
 
 interface Sorted {
   pairs: Int32Array; // pair ids p = t·K + k, grouped by expert (stable)
@@ -81,8 +79,8 @@ export function moeExpertsFast(c: CudaContext, out: Tensor, x: Tensor, ids: Tens
     segmented(c, out, x, ids, weights, w13, w2, E, K, C, Fw);
     return true;
   }
-  for (let t0 = 0; t0 < T; t0 += LT_CHUNK) {
-    const tc = Math.min(LT_CHUNK, T - t0);
+  for (let t0 = 0; t0 < T; t0 += c.moeChunk) {
+    const tc = Math.min(c.moeChunk, T - t0);
     const gemms = c.moePrefill === 'grouped' ? groupedGemm : perExpertGemm;
     gemms(c, out.rows(t0, tc), x.rows(t0, tc), ids.rows(t0, tc), weights.rows(t0, tc), w13, w2, E, K, C, Fw);
   }
