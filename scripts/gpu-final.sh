@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # On the GPU machine after the gpu-bundle prelude: every GPU test (npm run test:gpu), the model
 # parity test again with the grouped expert GEMMs forced onto every step of ≥ 9 tokens, the CLI
-# generate cuda = cpu check, then the flash-cut 8k prefill (f32 / bf16 matmul inputs) with per-kernel
-# profiles and decode at batch 1 and 64. One summary log, $OUT/final.log.
+# generate cuda = cpu check, then the flash-cut 8k prefill (f32 / bf16 matmul inputs, MoE passes of
+# 4096 and 8192 tokens) with per-kernel profiles, and decode at batch 1 and 64. One summary log,
+# $OUT/final.log.
 #   bash scripts/gpu-final.sh [DIST]
 set -uo pipefail
 source "$(dirname "$0")/gpu-env.sh"
