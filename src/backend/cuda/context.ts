@@ -202,6 +202,27 @@ export class CudaContext {
     return p?.totals ?? new Map();
   }
 
+  /**
+   * bf16 copies of f32 weights whose values are bf16 (matrices loaded for f32 use from a bf16
+   * checkpoint: the router, MLA's kv_b): with bf16Inputs both operands of their GEMMs are then
+   * bf16 values, so a bf16 tensor-core GEMM forms exactly the f32 GEMM's products.
+   */
+  private readonly twins: { base: bigint; bytes: number; twin: bigint }[] = [];
+
+  /** Record `twin` (bf16) as holding exactly the values of `f32`. */
+  addBf16Twin(f32: Tensor, twin: Tensor): void {
+    assert(f32.dtype === 'f32' && twin.dtype === 'bf16' && f32.numel === twin.numel, () => `bf16 twin ${twin} of ${f32}`);
+    this.twins.push({ base: this.ptr(f32), bytes: f32.numel * 4, twin: this.ptr(twin) });
+  }
+
+  /** The bf16 copy of f32 tensor view t (of a weight with a twin), or null. */
+  bf16Twin(t: Tensor): bigint | null {
+    if (t.dtype !== 'f32') return null;
+    const p = this.ptr(t);
+    const e = this.twins.find((x) => p >= x.base && p + BigInt(t.numel * 4) <= x.base + BigInt(x.bytes));
+    return e ? e.twin + (p - e.base) / 2n : null;
+  }
+
   /** Device address of a tensor view (storage base + element offset). */
   ptr(t: Tensor): bigint {
     assert(t.storage.kind === 'device', () => `${t} is not in device memory`);

@@ -156,14 +156,26 @@ export class CudaBackend implements Backend {
     const srcBytes = src.dtype === 'f32' ? 4 : 2;
     const keep = src.dtype === 'f32' || (src.dtype === 'bf16' && use === 'matrix');
     const t = this.alloc(keep ? src.dtype : 'f32', src.shape, 'weights');
+    // A bf16 matrix widened for f32 use keeps a bf16 twin (CudaContext.bf16Twin): small (router,
+    // kv_b), and with bf16 matmul inputs its GEMMs run on tensor cores with the same products.
+    const twin = !keep && src.dtype === 'bf16' && src.shape.length === 2 ? this.alloc('bf16', src.shape, 'weights') : null;
+    if (twin) this.c.addBf16Twin(t, twin);
     if (this.dummy) {
-      this.fillDummy(t);
+      if (twin) {
+        this.fillDummy(twin); // bf16 values, as a bf16 checkpoint's
+        this.c.launch(this.c.kernel('src/backend/cuda/fill.cu', 'fill_widen_bf16', 'ppl'), strideGrid(t.numel), 256, 0, [this.c.ptr(t), this.c.ptr(twin), t.numel]);
+      } else this.fillDummy(t);
       return t;
     }
     const bytes = src.parts.reduce((a, p) => a + p.byteLength, 0);
     assert(bytes === n * srcBytes, () => `weight bytes ${bytes} for ${src.dtype}[${src.shape.join(', ')}]`);
     let at = 0; // byte offset in the device tensor
+    let twinAt = 0;
     for (const part of src.parts) {
+      if (twin) {
+        this.c.driver.htod(this.c.ptr(twin) + BigInt(twinAt), part, this.c.stream);
+        twinAt += part.byteLength;
+      }
       if (keep) {
         this.c.driver.htod(this.c.ptr(t) + BigInt(at), part, this.c.stream);
         at += part.byteLength;

@@ -15,3 +15,8 @@ extern "C" __global__ void fill_uniform_bf16(unsigned short* p, long long n, uns
     p[i] = (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
   }
 }
+
+// dst[i] = src[i] widened (the f32 copy of a dummy bf16 matrix, CudaBackend.loadWeight).
+extern "C" __global__ void fill_widen_bf16(float* dst, const unsigned short* src, long long n) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) dst[i] = __uint_as_float(((unsigned int)src[i]) << 16);
+}

@@ -11,6 +11,7 @@ import { CpuBackend } from '../cpu/cpu-backend.js';
 import type { MlaParams } from '../backend.js';
 import type { Dtype, Tensor } from '../../tensor/tensor.js';
 import { compare, fmtStats } from '../../util/compare.js';
+import { bf16ToF32, f32ToBf16 } from '../../util/numeric.js';
 import { Prng } from '../../util/prng.js';
 import { CudaBackend, cudaUnavailableReason } from './cuda-backend.js';
 import { GEMV_MAX_T } from './ops-basic.js';
@@ -137,5 +138,46 @@ describe('cuda vs cpu with bf16 matmul inputs', { skip }, () => {
           ctx += n;
         }
       }
+  });
+  test('f32 weights from a bf16 checkpoint keep a bf16 twin: the router GEMM and the MLA expansion run on it, same numbers', (t) => {
+    /** A bf16 matrix loaded for f32 use on the GPU (loadWeight 'vector'), and its values on the CPU. */
+    const bf16Weight = (shape: number[], scale: number): { c: Tensor; g: Tensor } => {
+      const n = shape[0] * shape[1];
+      const u = Uint16Array.from({ length: n }, () => f32ToBf16(rng.normal() * scale));
+      const g = gpu.loadWeight({ dtype: 'bf16', shape, parts: [new Uint8Array(u.buffer)] }, 'vector');
+      const c = cpu.alloc('f32', shape);
+      cpu.upload(c, Float32Array.from(u, bf16ToF32));
+      return { c, g };
+    };
+    for (const [T, N, K] of [[300, 64, 256], [GEMV_MAX_T + 1, 256, 512]] as const) {
+      const w = bf16Weight([N, K], 1 / Math.sqrt(K));
+      assert.equal(w.g.dtype, 'f32');
+      assert.notEqual(gpu.c.bf16Twin(w.g), null, 'no bf16 twin recorded');
+      const x = both([T, K]), o = outs([T, N]);
+      cpu.ops.matmul(o.c, x.c, w.c, null);
+      gpu.ops.matmul(o.g, x.g, w.g, null);
+      const got = gpu.download(o.g), s = compare(got, cpu.download(o.c));
+      t.diagnostic(`router-like T=${T} N=${N} K=${K}: ${fmtStats(s)}`);
+      assert.ok(got.every(Number.isFinite) && s.nmse <= TOL, `T=${T} N=${N} K=${K}: ${fmtStats(s)}`);
+    }
+    const [H, Dn, Dr, Dv, L] = [4, 128, 64, 128, 512];
+    const p: MlaParams = { nHeads: H, qkNope: Dn, qkRope: Dr, vHead: Dv, kvLora: L, scale: (Dn + Dr) ** -0.5, blockSize: 16 };
+    const kvB = bf16Weight([H * (Dn + Dv), L], 1 / Math.sqrt(L));
+    const blockTable = Int32Array.from({ length: 8 }, (_, b) => (b * 3 + 1) % 8);
+    const cache = { c: cpu.alloc('f32', [128, L + Dr]), g: gpu.alloc('bf16', [128, L + Dr]) };
+    const n = 100, seq = { blockTable, ctxStart: 0 };
+    const ckv = both([n, L]), kpe = both([n, Dr]);
+    cpu.ops.roundBf16(ckv.c); // what the bf16 cache stores
+    cpu.ops.roundBf16(kpe.c);
+    cpu.ops.mlaCacheWrite(cache.c, ckv.c, kpe.c, seq, p);
+    gpu.ops.mlaCacheWrite(cache.g, ckv.g, kpe.g, seq, p);
+    const q = both([n, H * (Dn + Dr)], 0.5), o = outs([n, H * Dv]);
+    cpu.ops.mlaPrefillExpanded(o.c, q.c, cache.c, kvB.c, seq, p);
+    gpu.ops.mlaPrefillExpanded(o.g, q.g, cache.g, kvB.g, seq, p);
+    // Random (not dyadic) latents: the CPU's f32 expansion and the GPU's tensor-core one differ in
+    // summation order, so a k or v value one f32 ulp apart may round one bf16 ulp apart (rare).
+    const got = gpu.download(o.g), s = compare(got, cpu.download(o.c));
+    t.diagnostic(`MLA expansion on the twin, n=${n}: ${fmtStats(s)}`);
+    assert.ok(got.every(Number.isFinite) && s.nmse <= TOL_EXPERTS, `MLA: ${fmtStats(s)}`);
   });
 });

@@ -128,10 +128,11 @@ const MLA_EXPAND_ROWS = 4096;
  * MLA prefill in the expanded form on tensor cores (spec §5.2): kv_b applied to every context row
  * by cuBLASLt, repacked per head as bf16, then the flash kernel of mla-flash.cu, in one of three
  * precisions: 'split' (default: f32 expansion GEMM, every operand and P as bf16 hi + lo, the CPU's
- * f32 numbers), 'bf16ops' (MatmulInputs 'bf16': f32 expansion GEMM of bf16-rounded latents, q, k,
- * v bf16, P hi + lo — what the CPU computes in that mode), 'bf16' (mode 'flash-bf16', measurement
- * only: bf16 expansion GEMM, P bf16, no CPU counterpart). False when the shapes fit no instantiation
- * or cuBLASLt has no plan; the caller then runs the absorbed kernels (f32 operands in every mode).
+ * f32 numbers), 'bf16ops' (MatmulInputs 'bf16': expansion of bf16-rounded latents — a bf16 GEMM
+ * against kv_b's bf16 twin, else an f32 GEMM —, q, k, v bf16, P hi + lo: what the CPU computes in
+ * that mode), 'bf16' (mode 'flash-bf16', measurement only: bf16 expansion GEMM, P bf16, no CPU
+ * counterpart). False when the shapes fit no instantiation or cuBLASLt has no plan; the caller then
+ * runs the absorbed kernels (f32 operands in every mode).
  */
 function cudaMlaPrefillFlash(c: CudaContext, out: Tensor, q: Tensor, cache: Tensor, kvB: Tensor, seq: MlaSeq, p: MlaParams, n: number): boolean {
   const { nHeads: H, qkNope: Dn, qkRope: Dr, vHead: Dv, kvLora: L, scale } = p;
@@ -139,22 +140,25 @@ function cudaMlaPrefillFlash(c: CudaContext, out: Tensor, q: Tensor, cache: Tens
   if (c.mlaPrefill === 'absorbed' || !dims) return false;
   const [DN, DR, DV] = dims;
   const variant = c.mlaPrefill === 'flash-bf16' ? 'bf16' : c.bf16Inputs ? 'bf16ops' : 'split';
-  const split = variant === 'split', f32Gemm = variant !== 'bf16';
+  // bf16ops expands on tensor cores when kv_b has a bf16 twin (its values are bf16): bf16 latents
+  // times bf16 weights are the f32 GEMM's products exactly.
+  const twin = variant === 'bf16ops' ? c.bf16Twin(kvB) : null;
+  const split = variant === 'split', f32Gemm = variant === 'split' || (variant === 'bf16ops' && twin === null);
   const NP = split ? 2 : 1;
   const BN = split && DN === 128 ? 32 : 64; // as instantiated (the split 128 kernel's tile fits shared memory)
   const ctx = seq.ctxStart + n, N = H * (Dn + Dv);
   const ab = f32Gemm ? 'f32' : 'bf16', eb = f32Gemm ? 4 : 2;
   const rows = cacheRows(seq, p.blockSize, 0, ctx, cache.shape[0], mlaCacheRow);
   // A operand: kv_b as is (f32 GEMM) or a bf16 copy (4·N·L bytes read, small next to the attention).
-  let A = c.ptr(kvB);
-  if (!f32Gemm) {
+  let A = twin ?? c.ptr(kvB);
+  if (!f32Gemm && twin === null) {
     A = c.scratch('mla-kvb-bf16', N * L * 2);
     c.launch(c.kernel(F.mlaFlash, 'mla_flash_tobf16', 'ppl'), strideGrid(N * L), 256, 0, [A, c.ptr(kvB), N * L]);
   }
   const ckv = c.scratch('mla-ckv', ctx * L * eb);
   const krH = c.scratch('mla-kr-hi', ctx * DR * 2), krL = split ? c.scratch('mla-kr-lo', ctx * DR * 2) : 0n;
   const gather = cache.dtype === 'bf16' ? 'mla_flash_gather_bf16' : 'mla_flash_gather';
-  const roundF = variant === 'bf16ops' && cache.dtype !== 'bf16' ? 1 : 0; // a bf16 cache's latents are bf16 already
+  const roundF = f32Gemm && variant === 'bf16ops' && cache.dtype !== 'bf16' ? 1 : 0; // a bf16 cache's latents are bf16 already
   c.launch(c.kernel(F.mlaFlash, gather, 'ppppppiiii'), [ctx, 1, 1], 128, 0, [f32Gemm ? ckv : 0n, f32Gemm ? 0n : ckv, krH, krL, c.ptr(cache), c.hostArg('mla-rows', rows), L, Dr, DR, roundF]);
   const knH = c.scratch('mla-kn-hi', H * ctx * DN * 2), vH = c.scratch('mla-v-hi', H * ctx * DV * 2);
   const knL = split ? c.scratch('mla-kn-lo', H * ctx * DN * 2) : 0n, vL = split ? c.scratch('mla-v-lo', H * ctx * DV * 2) : 0n;

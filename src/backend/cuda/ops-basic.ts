@@ -56,9 +56,16 @@ export function cudaMatmul(c: CudaContext, out: Tensor, x: Tensor, w: Tensor, bi
   // bf16 inputs: the bf16-weight GEMM casts x itself and the v2 GEMV rounds x as it reads it; the
   // f32-weight GEMM and the v1 GEMV read a rounded copy.
   const rounded = (): bigint => (c.bf16Inputs ? roundedCopy(c, 'matmul-xr', c.ptr(x), T * K) : c.ptr(x));
+  // bf16 inputs and an f32 weight with a bf16 twin (a bf16 checkpoint's router): the bf16 GEMM of
+  // the twin forms the same products as the f32 GEMM of the rounded input, on tensor cores.
+  const twin = gemm && w.dtype === 'f32' && c.bf16Inputs ? c.bf16Twin(w) : null;
   if (gemm) {
     let ok: boolean;
-    if (w.dtype === 'f32') ok = c.gemm('f32', c.ptr(out), c.ptr(w), rounded(), T, N, K);
+    if (twin !== null) {
+      const B = c.scratch('matmul-xhi', T * K * 2);
+      c.launch(c.kernel(F.matmul, 'matmul_castx_bf16', 'ppl'), strideGrid(T * K), 256, 0, [B, c.ptr(x), T * K]);
+      ok = c.gemm('bf16', c.ptr(out), twin, B, T, N, K);
+    } else if (w.dtype === 'f32') ok = c.gemm('f32', c.ptr(out), c.ptr(w), rounded(), T, N, K);
     else if (c.gemmSplit) {
       // cuBLASLt wants A and B in one dtype: x = hi + lo in bf16, two GEMMs accumulate in fp32.
       const hi = c.scratch('matmul-xhi', T * K * 2), lo = c.scratch('matmul-xlo', T * K * 2);
