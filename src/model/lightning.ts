@@ -34,6 +34,9 @@ export function lightningLayer(be: Backend, spec: ModelSpec, layer: number, w: L
   ops.matmul(qv, x, w.qkv.rows(0, HD), w.qkvBias ? w.qkvBias.rows(0, HD) : null);
   ops.matmul(k, x, w.qkv.rows(HD, HD), w.qkvBias ? w.qkvBias.rows(HD, HD) : null);
   ops.matmul(v, x, w.qkv.rows(2 * HD, HD), w.qkvBias ? w.qkvBias.rows(2 * HD, HD) : null);
+  // The gate projection of x right away: a GPU converts x for its GEMMs once for all four.
+  const g = act.g.prefix([T, HD]);
+  ops.matmul(g, x, w.gProj, w.gProjBias);
   if (c.linear_silu) for (const t of [qv, k, v]) ops.silu(t, t); // vLLM's reading of linear_silu (spec §4.2)
   if (w.qNorm && w.kNorm) {
     ops.headRmsnorm(qv, qv, w.qNorm, D, eps);
@@ -56,8 +59,6 @@ export function lightningLayer(be: Backend, spec: ModelSpec, layer: number, w: L
     else ops.lightningPrefill(rows(o), rows(qv), rows(k), rows(v), states.rows(s.seq.slot, 1).reshape([H, D, D]), p);
     i = j;
   }
-  const g = act.g.prefix([T, HD]);
-  ops.matmul(g, x, w.gProj, w.gProjBias);
   const o2 = act.o2.prefix([T, HD]);
   ops.groupRmsnormGate(o2, o, g, w.gNorm, spec.local.groups, eps);
   ops.matmul(out, o2, w.dense, w.denseBias);

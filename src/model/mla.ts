@@ -31,16 +31,17 @@ export function mlaLayer(be: Backend, spec: ModelSpec, layer: number, w: MlaWeig
   const H = p.nHeads, Lr = p.kvLora, Dr = p.qkRope;
   const eps = c.rms_norm_eps;
   const q = act.q.prefix([T, H * (p.qkNope + Dr)]);
+  // The projections of x first, back to back (a GPU converts x for its GEMMs once for all):
+  // kv_a rows are [c_kv (L) ; k_pe (Dr)], two matmuls on row views.
+  const ckv = act.ckv.prefix([T, Lr]), kpe = act.kpe.prefix([T, Dr]);
+  ops.matmul(ckv, x, w.kvA.rows(0, Lr), w.kvABias ? w.kvABias.rows(0, Lr) : null);
+  ops.matmul(kpe, x, w.kvA.rows(Lr, Dr), w.kvABias ? w.kvABias.rows(Lr, Dr) : null);
   if (w.qA && w.qB && w.qANorm) {
     const cq = act.cq.prefix([T, w.qA.shape[0]]);
     ops.matmul(cq, x, w.qA, w.qABias);
     ops.rmsnorm(cq, cq, w.qANorm, eps);
     ops.matmul(q, cq, w.qB, null);
   } else ops.matmul(q, x, w.q!, null);
-  // kv_a rows are [c_kv (L) ; k_pe (Dr)]: two matmuls on row views.
-  const ckv = act.ckv.prefix([T, Lr]), kpe = act.kpe.prefix([T, Dr]);
-  ops.matmul(ckv, x, w.kvA.rows(0, Lr), w.kvABias ? w.kvABias.rows(0, Lr) : null);
-  ops.matmul(kpe, x, w.kvA.rows(Lr, Dr), w.kvABias ? w.kvABias.rows(Lr, Dr) : null);
   ops.rmsnorm(ckv, ckv, w.kvANorm, eps);
   ops.rope(q, batch.positions, { style: 'gptj', nHeads: H, headStride: p.qkNope + Dr, offset: p.qkNope, rotaryDim: Dr, invFreq: spec.mlaInvFreq });
   ops.rope(kpe, batch.positions, { style: 'gptj', nHeads: 1, headStride: Dr, offset: 0, rotaryDim: Dr, invFreq: spec.mlaInvFreq });

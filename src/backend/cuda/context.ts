@@ -124,6 +124,18 @@ export class CudaContext {
   /** When set, every launch is bracketed by events and timed per kernel name (costs ~µs a launch). */
   profile: KernelProfile | null = null;
   mode: LaunchMode = 'eager';
+  /**
+   * Counts everything that may write device memory: launches, GEMMs, collectives, host-to-device
+   * copies (noteWrite), counted the same way in every LaunchMode, so that a value derived from device
+   * memory (castMemo) can tell it is still current and every staging pass makes the same choices.
+   */
+  writes = 0;
+  /**
+   * The last activation cudaMatmul converted to bf16 ('x': hi in scratch matmul-xhi; 'split': hi
+   * and lo in matmul-xhi / matmul-xlo), valid while `writes` is still `at`: consecutive matmuls of
+   * one input (q, k, v and g of a lightning layer) convert it once.
+   */
+  castMemo: { key: string; at: number } | null = null;
   /** Bumped whenever a scratch buffer is replaced: captured graphs holding the old address are stale. */
   scratchGeneration = 0;
   private stageHost: Uint8Array | null = null;
@@ -154,7 +166,13 @@ export class CudaContext {
     return this.kernels.get(file, name, sig);
   }
 
+  /** Something outside launch / gemm / hostArg is about to write device memory (see `writes`). */
+  noteWrite(): void {
+    this.writes++;
+  }
+
   launch(k: Kernel, grid: readonly [number, number, number], block: number, smem: number, args: readonly (number | bigint)[]): void {
+    this.writes++;
     if (this.mode === 'fill') return;
     if (smem > 48 * 1024 && (this.smemSet.get(k) ?? 0) < smem) {
       assert(smem <= this.info.smemOptin, () => `${k.name}: ${smem} bytes of shared memory, the device allows ${this.info.smemOptin}`);
@@ -250,6 +268,7 @@ export class CudaContext {
    * replayed by writing it directly (step-args.ts); null: only through the staging pass.
    */
   hostArg(key: string, a: Int32Array | Float64Array, hint: ArgHint = null): bigint {
+    this.writes++;
     if (this.mode !== 'eager') return this.stage(key, a, hint);
     const p = this.scratch(key, a.byteLength);
     this.driver.htod(p, a, this.stream);
@@ -264,6 +283,7 @@ export class CudaContext {
       this.stageHost = new Uint8Array(STAGE_BYTES);
     }
     this.mode = mode;
+    this.castMemo = null; // every pass starts from the same state
     this.stageUsed = 0;
     this.stageLayout = [];
     this.stagedArgs = [];
@@ -281,17 +301,20 @@ export class CudaContext {
 
   /** One HtoD copy of a graph's own argument image into the arena (direct replay). */
   uploadImage(img: Uint8Array): void {
+    this.writes++; // a graph launch follows: it writes device memory outside launch / gemm
     if (img.byteLength > 0) this.driver.htod(this.stageDev!.ptr, img, this.stream);
   }
 
   /** Back to eager launches; the staged layout's signature. */
   endStaging(): string {
     this.mode = 'eager';
+    this.castMemo = null;
     return this.stageLayout.join(';');
   }
 
   /** One HtoD copy of the staged step arguments, stream-ordered before the graph that reads them. */
   uploadStaged(): void {
+    this.writes++; // as uploadImage
     if (this.stageUsed > 0) this.driver.htod(this.stageDev!.ptr, this.stageHost!.subarray(0, this.stageUsed), this.stream);
   }
 
@@ -311,6 +334,7 @@ export class CudaContext {
    * through cuBLASLt. False when cuBLASLt has no algorithm for these shapes and alignments.
    */
   gemm(abDtype: 'bf16' | 'f32', D: bigint, A: bigint, B: bigint, T: number, N: number, K: number, beta = 0): boolean {
+    this.writes++;
     const align = [alignmentOf(A), alignmentOf(B), alignmentOf(D), alignmentOf(D)] as const;
     const key = `${abDtype}:${T}:${N}:${K}:${align.join(',')}`;
     let plan = this.plans.get(key);

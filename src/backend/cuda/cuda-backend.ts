@@ -147,6 +147,7 @@ export class CudaBackend implements Backend {
   alloc(dtype: Dtype, shape: readonly number[], owner = 'tensors'): Tensor {
     const n = shape.reduce((a, b) => a * b, 1);
     const buf = this.c.mem.alloc(n * dtypeBytes[dtype], owner);
+    this.c.noteWrite();
     this.c.driver.memsetD8(buf.ptr, 0, buf.bytes, this.c.stream);
     return new Tensor(dtype, shape, { kind: 'device', ptr: buf.ptr, bytes: buf.bytes });
   }
@@ -171,6 +172,7 @@ export class CudaBackend implements Backend {
     assert(bytes === n * srcBytes, () => `weight bytes ${bytes} for ${src.dtype}[${src.shape.join(', ')}]`);
     let at = 0; // byte offset in the device tensor
     let twinAt = 0;
+    this.c.noteWrite();
     for (const part of src.parts) {
       if (twin) {
         this.c.driver.htod(this.c.ptr(twin) + BigInt(twinAt), part, this.c.stream);
@@ -206,6 +208,7 @@ export class CudaBackend implements Backend {
     assert(src.length === t.numel, () => `upload: ${src.length} values for ${t}`);
     const host = new Tensor(t.dtype, [t.numel], { kind: 'host', data: hostArrayFor(t.dtype, t.numel, false) });
     fromF64(host, src);
+    this.c.noteWrite();
     this.c.driver.htod(this.c.ptr(t), (host.storage as { data: ArrayBufferView }).data, this.c.stream);
   }
 

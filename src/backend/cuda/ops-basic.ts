@@ -60,24 +60,36 @@ export function cudaMatmul(c: CudaContext, out: Tensor, x: Tensor, w: Tensor, bi
   // the twin forms the same products as the f32 GEMM of the rounded input, on tensor cores.
   const twin = gemm && w.dtype === 'f32' && c.bf16Inputs ? c.bf16Twin(w) : null;
   if (gemm) {
-    let ok: boolean;
+    let ok: boolean, cast: string | null = null;
+    // x as bf16 (hi, and lo when split) in the matmul-x scratch, converted once for consecutive
+    // matmuls of the same x (CudaContext.castMemo); returns the memo key.
+    const castX = (split: boolean): string => {
+      const key = `${split ? 'split' : 'x'}:${c.ptr(x)}:${T * K}`;
+      const hi = c.scratch('matmul-xhi', T * K * 2), lo = split ? c.scratch('matmul-xlo', T * K * 2) : 0n;
+      if (c.castMemo?.key === key && c.castMemo.at === c.writes) return key;
+      if (split) c.launch(c.kernel(F.matmul, 'matmul_castsplit_bf16', 'pppl'), strideGrid(T * K), 256, 0, [hi, lo, c.ptr(x), T * K]);
+      else c.launch(c.kernel(F.matmul, 'matmul_castx_bf16', 'ppl'), strideGrid(T * K), 256, 0, [hi, c.ptr(x), T * K]);
+      return key;
+    };
     if (twin !== null) {
-      const B = c.scratch('matmul-xhi', T * K * 2);
-      c.launch(c.kernel(F.matmul, 'matmul_castx_bf16', 'ppl'), strideGrid(T * K), 256, 0, [B, c.ptr(x), T * K]);
-      ok = c.gemm('bf16', c.ptr(out), twin, B, T, N, K);
+      cast = castX(false);
+      ok = c.gemm('bf16', c.ptr(out), twin, c.scratch('matmul-xhi', T * K * 2), T, N, K);
     } else if (w.dtype === 'f32') ok = c.gemm('f32', c.ptr(out), c.ptr(w), rounded(), T, N, K);
     else if (c.gemmSplit) {
       // cuBLASLt wants A and B in one dtype: x = hi + lo in bf16, two GEMMs accumulate in fp32.
+      cast = castX(true);
       const hi = c.scratch('matmul-xhi', T * K * 2), lo = c.scratch('matmul-xlo', T * K * 2);
-      c.launch(c.kernel(F.matmul, 'matmul_castsplit_bf16', 'pppl'), strideGrid(T * K), 256, 0, [hi, lo, c.ptr(x), T * K]);
       ok = c.gemm('bf16', c.ptr(out), c.ptr(w), hi, T, N, K) && c.gemm('bf16', c.ptr(out), c.ptr(w), lo, T, N, K, 1);
     } else {
-      const B = c.scratch('matmul-xhi', T * K * 2);
-      c.launch(c.kernel(F.matmul, 'matmul_castx_bf16', 'ppl'), strideGrid(T * K), 256, 0, [B, c.ptr(x), T * K]);
-      ok = c.gemm('bf16', c.ptr(out), c.ptr(w), B, T, N, K);
+      cast = castX(false);
+      ok = c.gemm('bf16', c.ptr(out), c.ptr(w), c.scratch('matmul-xhi', T * K * 2), T, N, K);
     }
     if (ok) {
       if (bias) c.launch(c.kernel(F.matmul, 'matmul_bias_f32', 'ppli'), strideGrid(T * N), 256, 0, [c.ptr(out), pb, T, N]);
+      // Nothing since the conversion wrote x's memory unless out overlaps it.
+      const o0 = c.ptr(out), x0 = c.ptr(x);
+      const apart = o0 + BigInt(T * N * 4) <= x0 || x0 + BigInt(T * K * 4) <= o0;
+      c.castMemo = cast !== null && apart ? { key: cast, at: c.writes } : null;
       return;
     }
   }

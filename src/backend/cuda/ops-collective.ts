@@ -33,6 +33,7 @@ function timed(c: CudaContext, name: string, enqueue: () => void): void {
 export function cudaAllReduceSum(c: CudaContext, tp: CudaTp | null, x: Tensor): void {
   if (!tp || tp.size === 1) return;
   f32Act(x, 'allReduceSum');
+  c.noteWrite();
   if (c.mode === 'fill') return;
   timed(c, 'nccl_all_reduce', () => tp.nccl.allReduceSumF32(c.ptr(x), x.numel, tp.comm, c.stream));
 }
@@ -44,6 +45,7 @@ export function cudaAllGatherCols(c: CudaContext, tp: CudaTp | null, out: Tensor
   let src = c.ptr(x);
   if (tp && size > 1) {
     src = c.scratch('tp-gather', size * R * w * 4);
+    c.noteWrite();
     if (c.mode !== 'fill') timed(c, 'nccl_all_gather', () => tp.nccl.allGatherF32(c.ptr(x), src, R * w, tp.comm, c.stream));
   }
   const k = c.kernel('src/backend/cuda/collective.cu', 'gather_cols_f32', 'pplll');

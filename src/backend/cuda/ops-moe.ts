@@ -146,6 +146,7 @@ function groupedGemm(c: CudaContext, out: Tensor, x: Tensor, ids: Tensor, weight
   const counts = c.scratch('moe-gg-counts', E * 4), cursor = c.scratch('moe-gg-cursor', E * 4);
   const upS = c.scratch('moe-gg-up', 16 * E), downS = c.scratch('moe-gg-down', 16 * E);
   const tok = c.scratch('moe-gg-tok', n * 4), inv = c.scratch('moe-gg-inv', n * 4);
+  c.noteWrite();
   c.driver.memsetD8(counts, 0, E * 4, c.stream);
   c.launch(c.kernel(MOE_GG, 'moe_gg_count', 'ppi'), strideGrid(n), 256, 0, [counts, c.ptr(ids), n]);
   c.launch(c.kernel(MOE_GG, 'moe_gg_plan', 'ppppiiii'), [1, 1, 1], 32, 0, [cursor, upS, downS, counts, E, colUp, colDown, GG_BM]);

@@ -86,6 +86,42 @@ describe('cuda ops vs cpu', { skip }, () => {
     }
   });
 
+  test('matmul: consecutive GEMMs of one x convert it once, and a write to x between two is seen', (t) => {
+    const [T, K, N] = [40, 256, 96];
+    const x = rand([T, K]), w1 = rand([N, K], 1 / Math.sqrt(K), 'bf16'), w2 = rand([N, K], 1 / Math.sqrt(K), 'bf16');
+    // Three GEMMs of x back to back (outputs made first: their NaN uploads count as writes).
+    const ws = [w1, w2, w1], os = ws.map(() => out([T, N]));
+    for (const [i, w] of ws.entries()) cpu.ops.matmul(os[i].c, x.c, w.c, null);
+    gpu.c.startProfile();
+    for (const [i, w] of ws.entries()) gpu.ops.matmul(os[i].g, x.g, w.g, null);
+    const casts = [...gpu.c.stopProfile().entries()].filter(([name]) => name.startsWith('matmul_cast')).reduce((a, [, v]) => a + v.launches, 0);
+    for (const [i, o] of os.entries()) check(t, `matmul ${i + 1} of x`, o, TOL_BF16_GEMM);
+    assert.equal(casts, 1, 'three GEMMs of one x should convert it once');
+    // A host upload into x, or a kernel writing x in place, between two GEMMs of x.
+    const b = rand([T, K]);
+    const writes: [string, () => void][] = [
+      ['an upload into x', () => {
+        const v = randn(T * K);
+        cpu.upload(x.c, v);
+        gpu.upload(x.g, v);
+      }],
+      ['an in-place add into x', () => {
+        cpu.ops.add(x.c, x.c, b.c);
+        gpu.ops.add(x.g, x.g, b.g);
+      }],
+    ];
+    for (const [what, write] of writes) {
+      const o1 = out([T, N]), o2 = out([T, N]);
+      cpu.ops.matmul(o1.c, x.c, w1.c, null);
+      gpu.ops.matmul(o1.g, x.g, w1.g, null);
+      write();
+      cpu.ops.matmul(o2.c, x.c, w2.c, null);
+      gpu.ops.matmul(o2.g, x.g, w2.g, null);
+      check(t, `before ${what}`, o1, TOL_BF16_GEMM);
+      check(t, `after ${what}`, o2, TOL_BF16_GEMM);
+    }
+  });
+
   test('embedding, rmsnorm, addRmsnorm, headRmsnorm', (t) => {
     for (const dt of ['f32', 'bf16'] as const) {
       const table = rand([50, 40], 1, dt);
