@@ -21,10 +21,19 @@ export function routerParams(spec: ModelSpec): RouterParams {
 
 /** out [T, C] = W_down(silu(W_gate x) ⊙ W_up x). */
 export function denseFfn(be: Backend, w: DenseFfnWeights, act: Activations, x: Tensor, out: Tensor): void {
-  const T = x.shape[0];
-  const gu = act.gu.prefix([T, 2 * w.ffn]);
-  const h = act.hmid.prefix([T, w.ffn]);
+  denseDown(be, w, act, denseGateUp(be, w, act, x), out);
+}
+
+/** gu [T, 2F] = [W_gate x | W_up x] in act.gu (the first half of denseFfn). */
+function denseGateUp(be: Backend, w: DenseFfnWeights, act: Activations, x: Tensor): Tensor {
+  const gu = act.gu.prefix([x.shape[0], 2 * w.ffn]);
   be.ops.matmul(gu, x, w.gateUp, w.gateUpBias);
+  return gu;
+}
+
+/** out [T, C] = W_down(silu(gate) ⊙ up) of gu (the second half of denseFfn). */
+function denseDown(be: Backend, w: DenseFfnWeights, act: Activations, gu: Tensor, out: Tensor): void {
+  const h = act.hmid.prefix([gu.shape[0], w.ffn]);
   be.ops.siluMul(h, gu);
   be.ops.matmul(out, h, w.down, w.downBias);
 }
@@ -39,13 +48,16 @@ export function moeFfn(be: Backend, spec: ModelSpec, w: MoeWeights, p: RouterPar
   const K = c.num_experts_per_tok;
   const logits = act.routerLogits.prefix([T, c.num_experts]);
   be.ops.matmul(logits, x, w.router, null);
+  // The shared expert's gate/up projection of x right after the router's (a GPU converts x for
+  // both GEMMs once); the rest of the shared expert after the routed ones.
+  const gu = w.shared ? denseGateUp(be, w.shared, act, x) : null;
   if (spec.semantics.routerLogitsBf16) be.ops.roundBf16(logits);
   const ids = act.topIds.prefix([T, K]), weights = act.topW.prefix([T, K]);
   be.ops.moeRoute(ids, weights, logits, w.expertBias, p);
   be.ops.moeExperts(out, x, ids, weights, w.w13, w.w2, spec.local.moeFfn); // this rank's F/tp slice of every expert
-  if (w.shared) {
+  if (w.shared && gu) {
     const sh = act.shared.prefix([T, c.hidden_size]);
-    denseFfn(be, w.shared, act, x, sh);
+    denseDown(be, w.shared, act, gu, sh);
     be.ops.add(out, out, sh);
   }
 }
