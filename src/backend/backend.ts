@@ -13,10 +13,11 @@ export type BackendName = 'cpu' | 'reference' | 'cuda';
  * as input. 'f32': the activations as they are (the GPU splits them into bf16 hi + lo so its tensor
  * cores stay f32-faithful). 'bf16': each input rounded to bf16 (nearest even) first and the products
  * accumulated in fp32 — what a bf16 engine computes at its GEMMs, at half the tensor-core work;
- * MLA prefill (mlaPrefillExpanded) then also takes its attention operands as bf16 (q, the latent
- * rows, k_nope and v as expanded, k_pe), with the probabilities kept f32. Norms, decode attention,
- * recurrent states and the residual stream stay f32 either way. Every backend implements both
- * exactly, so the CPU stays the GPU's reference in either mode.
+ * prefill attention then takes bf16 operands too: mlaPrefillExpanded's q, latent rows, k_nope and
+ * v as expanded and k_pe (probabilities kept f32), lightningPrefill's q, k and v (the decayed
+ * scores and values and the state kept f32). Norms, decode attention, recurrent states and the
+ * residual stream stay f32 either way. Every backend implements both exactly, so the CPU stays the
+ * GPU's reference in either mode.
  */
 export type MatmulInputs = 'f32' | 'bf16';
 

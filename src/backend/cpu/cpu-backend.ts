@@ -70,7 +70,7 @@ export class CpuBackend implements Backend {
       add: cpuAdd,
       gatherRows: cpuGatherRows,
       roundBf16: cpuRoundBf16,
-      lightningPrefill: cpuLightningPrefill,
+      lightningPrefill: bf16Inputs ? (o, q, k, v, state, p) => cpuLightningPrefill(o, q, k, v, state, p, true) : cpuLightningPrefill,
       lightningDecode: cpuLightningDecode,
       groupRmsnormGate: cpuGroupRmsnormGate,
       mlaCacheWrite: cpuMlaCacheWrite,

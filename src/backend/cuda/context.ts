@@ -108,8 +108,10 @@ export class CudaContext {
   moePrefill: MoePrefillMode = moePrefillMode(process.env.BAILING_MOE_PREFILL);
   /**
    * Lightning prefill at D = 128, canonical semantics: 'tc-split' (default) the chunked tensor-core
-   * kernel on bf16 hi + lo operands (three MMAs per product, near f32); 'tc-bf16' one MMA on bf16
-   * operands (benchmarks only); 'recurrent' the token-by-token CUDA-core kernel. BAILING_LIGHTNING_PREFILL overrides.
+   * kernel on bf16 hi + lo operands (three MMAs per product, near f32), or with bf16Inputs on bf16
+   * q, k, v and hi + lo for everything made from them (the CPU's numbers in that mode); 'tc-bf16' one
+   * MMA on bf16 operands (benchmarks only); 'recurrent' the token-by-token CUDA-core kernel (which
+   * rounds q, k, v with bf16Inputs too). BAILING_LIGHTNING_PREFILL overrides.
    */
   lightningPrefill: LightningPrefillMode = lightningPrefillMode(process.env.BAILING_LIGHTNING_PREFILL);
   /** Smallest step (> 8 tokens) that takes the MoE prefill path; tests lower it (BAILING_MOE_GEMM_MIN_T). */

@@ -2,13 +2,14 @@
  * MatmulInputs 'bf16' on the GPU vs the CPU in the same mode: both round the same inputs to bf16,
  * so every matmul path (GEMV T ≤ 8, cuBLASLt GEMM, f32 router weights) and every routed-expert
  * path (decode, segmented, grouped prefill, per-expert cuBLASLt) must agree to f32 accumulation
- * error; so must MLA prefill's flash kernel on bf16 operands ('bf16ops'); and the mode must differ
- * from f32 inputs. Skips without a CUDA device.
+ * error; so must the prefill attention kernels on bf16 operands (MLA flash and lightning 'bf16ops',
+ * the recurrent lightning kernels); and the mode must differ from f32 inputs. Skips without a CUDA
+ * device.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { CpuBackend } from '../cpu/cpu-backend.js';
-import type { MlaParams } from '../backend.js';
+import type { LightningParams, MlaParams } from '../backend.js';
 import type { Dtype, Tensor } from '../../tensor/tensor.js';
 import { compare, fmtStats } from '../../util/compare.js';
 import { bf16ToF32, f32ToBf16 } from '../../util/numeric.js';
@@ -179,5 +180,32 @@ describe('cuda vs cpu with bf16 matmul inputs', { skip }, () => {
     const got = gpu.download(o.g), s = compare(got, cpu.download(o.c));
     t.diagnostic(`MLA expansion on the twin, n=${n}: ${fmtStats(s)}`);
     assert.ok(got.every(Number.isFinite) && s.nmse <= TOL_EXPERTS, `MLA: ${fmtStats(s)}`);
+  });
+  test('lightning prefill on bf16 q, k, v: chunked tensor-core (bf16ops), recurrent D = 128 and generic kernels, vLLM quirk', (t) => {
+    // q, k, v round identically on both sides (identical inputs); the chunked kernel keeps the
+    // decayed scores, values and state as bf16 hi + lo, so its tolerance is tc-split's (1e-8,
+    // ops.gpu.test.ts); the recurrent kernels are f32 (1e-7 as there, long sums).
+    const mode0 = gpu.c.lightningPrefill;
+    try {
+      for (const [H, D, n, quirk, mode] of [[4, 128, 300, false, 'tc-split'], [32, 128, 4133, false, 'tc-split'], [4, 128, 300, false, 'recurrent'], [3, 16, 300, false, 'tc-split'], [3, 16, 300, true, 'tc-split']] as const) {
+        const p: LightningParams = { nHeads: H, headDim: D, decay: Float64Array.from({ length: H }, (_, h) => 0.001 * 1000 ** (h / Math.max(1, H - 1))), scale: D ** -0.5, chunk: quirk ? 256 : 64, vllmPrefillQuirk: quirk, stateBf16: false };
+        const q = both([n, H * D]), k = both([n, H * D]), v = both([n, H * D]), st = both([H, D, D], 0.5), o = outs([n, H * D]);
+        gpu.c.lightningPrefill = mode;
+        gpuF32.c.lightningPrefill = mode;
+        cpu.ops.lightningPrefill(o.c, q.c, k.c, v.c, st.c, p);
+        gpu.ops.lightningPrefill(o.g, q.g, k.g, v.g, st.g, p);
+        gpuF32.ops.lightningPrefill(o.f, q.f, k.f, v.f, st.f, p);
+        const what = `H=${H} D=${D} n=${n}${quirk ? ' quirk' : ''} ${D === 128 && !quirk ? mode : 'generic'}`;
+        const got = gpu.download(o.g), want = cpu.download(o.c);
+        const s = compare(got, want), sState = compare(gpu.download(st.g), cpu.download(st.c)), moved = compare(gpuF32.download(o.f), want);
+        const tol = D === 128 && !quirk && mode === 'tc-split' ? 1e-8 : 1e-7;
+        t.diagnostic(`${what}: out ${fmtStats(s)}; state ${fmtStats(sState)}; f32 operands: NMSE ${moved.nmse.toExponential(2)}`);
+        assert.ok(got.every(Number.isFinite) && s.nmse <= tol && sState.nmse <= tol, `${what}: out ${fmtStats(s)}, state ${fmtStats(sState)}`);
+        assert.ok(moved.nmse > 1e-8, `${what}: the GPU's bf16 mode looks like its f32 mode`);
+      }
+    } finally {
+      gpu.c.lightningPrefill = mode0;
+      gpuF32.c.lightningPrefill = mode0;
+    }
   });
 });

@@ -49,21 +49,25 @@ export function cudaLightningPrefill(c: CudaContext, o: Tensor, q: Tensor, k: Te
   const disjoint = [q, k, v].every((t) => !overlaps(c, o, t));
   if (D === 128 && !quirk && disjoint && c.lightningPrefill !== 'recurrent' && [o, q, k, v].every((t) => c.ptr(t) % 16n === 0n)) {
     // Chunked on tensor cores (lightning-chunked.cu): grid (head, 32-column slice of the state).
-    const split = c.lightningPrefill === 'tc-split';
-    const NP = split ? 2 : 1, C = 64, N = 32;
-    const smem = 4 * (2 * C * D + C * N) + 2 * NP * (2 * C * (D + 8) + 2 * C * (N + 8) + D * (N + 8)) + 4 * (C + 1);
-    const kern = c.kernel(F.lightningChunked, `lightning_chunked_d128_${split ? 'split' : 'bf16'}`, 'ppppppfiii');
+    // 'tc-split' on f32 operands; with bf16Inputs on bf16 q, k, v ('bf16ops', as the CPU computes
+    // that mode); 'tc-bf16' rounds everything (benchmarks).
+    const variant = c.lightningPrefill === 'tc-bf16' ? 'bf16' : c.bf16Inputs ? 'bf16ops' : 'split';
+    const NP = variant === 'split' ? 2 : 1, ND = variant === 'bf16' ? 1 : 2, C = 64, N = 32;
+    const smem = 4 * (2 * C * D + C * N) + 2 * NP * (2 * C * (D + 8) + C * (N + 8)) + 2 * ND * (C * (N + 8) + D * (N + 8)) + 4 * (C + 1);
+    const kern = c.kernel(F.lightningChunked, `lightning_chunked_d128_${variant}`, 'ppppppfiii');
     c.launch(kern, [H, D / N, 1], 256, smem, [c.ptr(o), c.ptr(q), c.ptr(k), c.ptr(v), c.ptr(state), c.hostArg('lightning-decay', p.decay, 'const'), p.scale, n, H, p.stateBf16 ? 1 : 0]);
     return;
   }
+  // The recurrent kernels' flags (lightning.cu): 1 the stored state in bf16, 2 q, k, v read as bf16 (bf16Inputs).
+  const flags = (p.stateBf16 ? 1 : 0) | (c.bf16Inputs ? 2 : 0);
   if (D === 128 && !quirk && disjoint) {
     const fast = c.kernel(F.lightning, 'lightning_prefill_d128_f32', 'ppppppfiii');
-    c.launch(fast, [H, D / 32, 1], 32, 0, [c.ptr(o), c.ptr(q), c.ptr(k), c.ptr(v), c.ptr(state), c.hostArg('lightning-decay', p.decay, 'const'), p.scale, n, H, p.stateBf16 ? 1 : 0]);
+    c.launch(fast, [H, D / 32, 1], 32, 0, [c.ptr(o), c.ptr(q), c.ptr(k), c.ptr(v), c.ptr(state), c.hostArg('lightning-decay', p.decay, 'const'), p.scale, n, H, flags]);
     return;
   }
   const smem = 4 * (2 * D + D * D * (quirk ? 2 : 1));
   const kern = c.kernel(F.lightning, 'lightning_prefill_f32', 'ppppppfiiiii');
-  const args = [c.ptr(o), c.ptr(q), c.ptr(k), c.ptr(v), c.ptr(state), c.hostArg('lightning-decay', p.decay, 'const'), p.scale, n, H, D, quirk, p.stateBf16 ? 1 : 0];
+  const args = [c.ptr(o), c.ptr(q), c.ptr(k), c.ptr(v), c.ptr(state), c.hostArg('lightning-decay', p.decay, 'const'), p.scale, n, H, D, quirk, flags];
   c.launch(kern, [H, 1, 1], D, smem, args);
 }
 

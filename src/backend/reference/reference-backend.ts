@@ -45,7 +45,7 @@ export const referenceOps: Ops = {
   allGatherCols: refAllGatherCols,
 };
 
-/** referenceOps with MatmulInputs 'bf16': weight-matmul inputs (and MLA prefill's attention operands) rounded to bf16 first. */
+/** referenceOps with MatmulInputs 'bf16': weight-matmul inputs and prefill attention operands rounded to bf16 first. */
 const bf16InputOps: Ops = {
   ...referenceOps,
   matmul: (out, x, w, bias) => {
@@ -54,6 +54,7 @@ const bf16InputOps: Ops = {
   },
   moeExperts: (out, x, ids, weights, w13, w2, ffn) => refMoeExperts(out, x, ids, weights, w13, w2, ffn, true),
   mlaPrefillExpanded: (out, q, cache, kvB, seq, p) => refMlaPrefillExpanded(out, q, cache, kvB, seq, p, true),
+  lightningPrefill: (o, q, k, v, state, p) => refLightningPrefill(o, q, k, v, state, p, true),
 };
 
 export class ReferenceBackend implements Backend {

@@ -13,7 +13,8 @@ import { assert } from '../../util/assert.js';
 import { roundBf16 } from '../../util/numeric.js';
 import { checkLightning, VLLM_PREFILL_BLOCK } from './lightning.js';
 
-export function cpuLightningPrefill(o: Tensor, q: Tensor, k: Tensor, v: Tensor, state: Tensor, p: LightningParams): void {
+/** bf16Operands (MatmulInputs 'bf16'): q, k and v rounded to bf16 as they are gathered (refLightningPrefill's). */
+export function cpuLightningPrefill(o: Tensor, q: Tensor, k: Tensor, v: Tensor, state: Tensor, p: LightningParams, bf16Operands = false): void {
   const n = checkLightning(o, q, k, v, p, 'lightningPrefill');
   const H = p.nHeads, D = p.headDim, W = H * D;
   checkShape(state, [H, D, D], 'lightningPrefill state');
@@ -45,6 +46,12 @@ export function cpuLightningPrefill(o: Tensor, q: Tensor, k: Tensor, v: Tensor, 
           vc[t * D + d] = vd.data[vd.off + src + d];
         }
       }
+      if (bf16Operands)
+        for (let i = 0; i < L * D; i++) {
+          qc[i] = roundBf16(qc[i]);
+          kc[i] = roundBf16(kc[i]);
+          vc[i] = roundBf16(vc[i]);
+        }
 
       for (let t = 0; t < L; t++) {
         const qb = t * D;

@@ -4,9 +4,12 @@
 //   S  ← λ^L S + Σ_u k_uᵀ (λ^(L-1-u) v_u)
 // Grid (H, D/32): a block owns 32 value columns of one head (its S slice [128, 32] lives in the
 // warps' f32 MMA accumulators across the whole call) and walks the chunks in order; Q·Kᵀ is
-// recomputed per column slice. bf16 mma.sync m16n8k16 with fp32 accumulation; SPLIT: every operand
-// is a bf16 hi + lo pair and each product is hi·hi + hi·lo + lo·hi (near f32, as mla-flash.cu);
-// else one MMA on bf16-rounded operands (benchmarks). Decay factors are f64 → f32 before any split.
+// recomputed per column slice. bf16 mma.sync m16n8k16 with fp32 accumulation. Operands come in two
+// kinds: q, k, v (SPLIT: a bf16 hi + lo pair each) and the f32 values made here — the decayed
+// scores A, the decayed values Vd, the state S (DSPLIT: hi + lo). A product takes hi·hi plus hi·lo /
+// lo·hi for each split side: split (SPLIT, DSPLIT) stays near f32 (as mla-flash.cu); bf16ops (DSPLIT
+// only: q, k, v rounded to bf16, MatmulInputs 'bf16', what the CPU computes in that mode); bf16
+// (neither: benchmarks). Decay factors are f64 → f32 before any split.
 // The next chunk's f32 q/k/v land in a staging area by cp.async while the current one computes.
 #include "../cuda-common.cuh"
 #include "../tensor-core.cuh"
@@ -36,7 +39,7 @@ __device__ __forceinline__ void lc_store4(unsigned short* hi, unsigned short* lo
 // This warp's intra-chunk part for chunk rows 16·mt..16·mt+15 (NW = mt + 1 key groups of 16 are
 // causal) and value columns 16·half..+15 of the block's slice: acc[nt] += (Q Kᵀ ⊙ decay mask)·V.
 // NW is a template argument so every loop is straight-line code the compiler can pipeline.
-template <bool SPLIT, int NW>
+template <bool SPLIT, bool DSPLIT, int NW>
 __device__ __forceinline__ void lc_intra(float (*acc)[4], const unsigned short* sQ, const unsigned short* sK, const unsigned short* sV, const float* pw, int half, int lane) {
   constexpr int QE = LC_C * LC_PQ, VE = LC_C * LC_PV, mt = NW - 1;
   const int g = lane >> 2, t4 = lane & 3;
@@ -90,16 +93,18 @@ __device__ __forceinline__ void lc_intra(float (*acc)[4], const unsigned short* 
     if constexpr (SPLIT) {
       tc_mma(acc[0], pa[kk], bl[0], bl[1]);
       tc_mma(acc[1], pa[kk], bl[2], bl[3]);
+    }
+    if constexpr (DSPLIT) {
       tc_mma(acc[0], pl[kk], bh[0], bh[1]);
       tc_mma(acc[1], pl[kk], bh[2], bh[3]);
     }
   }
 }
 
-template <bool SPLIT>
+template <bool SPLIT, bool DSPLIT>
 __device__ __forceinline__ void lightning_chunked(float* __restrict__ o, const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v, float* state,
                                                   const double* decay, float scale, int n, int H, int stateBf16) {
-  constexpr int NP = SPLIT ? 2 : 1;
+  constexpr int NP = SPLIT ? 2 : 1, ND = DSPLIT ? 2 : 1;  // planes of q, k, v / of Vd, S
   constexpr int QE = LC_C * LC_PQ, VE = LC_C * LC_PV, SE = LC_D * LC_PV;  // one plane, in bf16 elements
   extern __shared__ uint4 smRaw[];  // uint4: 16-byte aligned for cp.async / ldmatrix
   float* fQ = reinterpret_cast<float*>(smRaw);  // staging, f32: Q [C][D], K [C][D], V [C][N]
@@ -108,9 +113,9 @@ __device__ __forceinline__ void lightning_chunked(float* __restrict__ o, const f
   unsigned short* sQ = reinterpret_cast<unsigned short*>(fV + LC_C * LC_N);  // [NP][C][PQ]
   unsigned short* sK = sQ + NP * QE;                                         // [NP][C][PQ]
   unsigned short* sV = sK + NP * QE;                                         // [NP][C][PV]
-  unsigned short* sVd = sV + NP * VE;                                        // [NP][C][PV], row u · λ^(L-1-u)
-  unsigned short* sS = sVd + NP * VE;                                        // [NP][D][PV], the state at the chunk start
-  float* pw = reinterpret_cast<float*>(sS + NP * SE);                        // λ^m, m = 0..C
+  unsigned short* sVd = sV + NP * VE;                                        // [ND][C][PV], row u · λ^(L-1-u)
+  unsigned short* sS = sVd + ND * VE;                                        // [ND][D][PV], the state at the chunk start
+  float* pw = reinterpret_cast<float*>(sS + ND * SE);                        // λ^m, m = 0..C
 
   const int h = blockIdx.x, cs = blockIdx.y * LC_N;
   const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g = lane >> 2, t4 = lane & 3;
@@ -155,7 +160,7 @@ __device__ __forceinline__ void lightning_chunked(float* __restrict__ o, const f
         lc_split2(S[nt][2 * hf], S[nt][2 * hf + 1], hi, lo);
         const int off = (16 * w + g + 8 * hf) * LC_PV + 8 * nt + 2 * t4;
         *reinterpret_cast<unsigned*>(sS + off) = hi;
-        if constexpr (SPLIT) *reinterpret_cast<unsigned*>(sS + SE + off) = lo;
+        if constexpr (DSPLIT) *reinterpret_cast<unsigned*>(sS + SE + off) = lo;
       }
   };
   storeS();
@@ -172,10 +177,12 @@ __device__ __forceinline__ void lightning_chunked(float* __restrict__ o, const f
     for (int e = tid; e < LC_C * LC_N / 4; e += LC_THREADS) {
       const int r = e / (LC_N / 4), c = e % (LC_N / 4) * 4;
       float4 x = *reinterpret_cast<const float4*>(fV + r * LC_N + c);
+      // bf16ops: Vd is the rounded v times the decay (the CPU rounds v, then computes in f32).
+      if constexpr (!SPLIT && DSPLIT) x = make_float4(round_bf(x.x), round_bf(x.y), round_bf(x.z), round_bf(x.w));
       lc_store4<SPLIT>(sV + r * LC_PV + c, sV + VE + r * LC_PV + c, x);
       const float f = r < L ? pw[L - 1 - r] : 0.f;
       x.x *= f, x.y *= f, x.z *= f, x.w *= f;
-      lc_store4<SPLIT>(sVd + r * LC_PV + c, sVd + VE + r * LC_PV + c, x);
+      lc_store4<DSPLIT>(sVd + r * LC_PV + c, sVd + VE + r * LC_PV + c, x);
     }
     __syncthreads();
     if (c0 + LC_C < n) load(c0 + LC_C);  // staging is free: overlaps this chunk's MMAs
@@ -187,10 +194,10 @@ __device__ __forceinline__ void lightning_chunked(float* __restrict__ o, const f
 #pragma unroll
       for (int e = 0; e < 4; e++) acc[j][e] = qs[j][e] = 0.f;
     switch (mt) {
-      case 0: lc_intra<SPLIT, 1>(acc, sQ, sK, sV, pw, half, lane); break;
-      case 1: lc_intra<SPLIT, 2>(acc, sQ, sK, sV, pw, half, lane); break;
-      case 2: lc_intra<SPLIT, 3>(acc, sQ, sK, sV, pw, half, lane); break;
-      default: lc_intra<SPLIT, 4>(acc, sQ, sK, sV, pw, half, lane); break;
+      case 0: lc_intra<SPLIT, DSPLIT, 1>(acc, sQ, sK, sV, pw, half, lane); break;
+      case 1: lc_intra<SPLIT, DSPLIT, 2>(acc, sQ, sK, sV, pw, half, lane); break;
+      case 2: lc_intra<SPLIT, DSPLIT, 3>(acc, sQ, sK, sV, pw, half, lane); break;
+      default: lc_intra<SPLIT, DSPLIT, 4>(acc, sQ, sK, sV, pw, half, lane); break;
     }
 #pragma unroll
     for (int ks = 0; ks < LC_D / 16; ks++) {
@@ -199,15 +206,15 @@ __device__ __forceinline__ void lightning_chunked(float* __restrict__ o, const f
       const int boff = (ks * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LC_PV + half * 16 + (lane >> 4) * 8;
       tc_ldsm4(ah, sQ + aoff);
       tc_ldsm4t(bh, sS + boff);
-      if constexpr (SPLIT) {
-        tc_ldsm4(al, sQ + QE + aoff);
-        tc_ldsm4t(bl, sS + SE + boff);
-      }
+      if constexpr (SPLIT) tc_ldsm4(al, sQ + QE + aoff);
+      if constexpr (DSPLIT) tc_ldsm4t(bl, sS + SE + boff);
       tc_mma(qs[0], ah, bh[0], bh[1]);
       tc_mma(qs[1], ah, bh[2], bh[3]);
-      if constexpr (SPLIT) {
+      if constexpr (DSPLIT) {
         tc_mma(qs[0], ah, bl[0], bl[1]);
         tc_mma(qs[1], ah, bl[2], bl[3]);
+      }
+      if constexpr (SPLIT) {
         tc_mma(qs[0], al, bh[0], bh[1]);
         tc_mma(qs[1], al, bh[2], bh[3]);
       }
@@ -242,15 +249,17 @@ __device__ __forceinline__ void lightning_chunked(float* __restrict__ o, const f
       for (int dp = 0; dp < 2; dp++) {
         const int boff = (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LC_PV + dp * 16 + (lane >> 4) * 8;
         tc_ldsm4t(bh[dp], sVd + boff);
-        if constexpr (SPLIT) tc_ldsm4t(bl[dp], sVd + VE + boff);
+        if constexpr (DSPLIT) tc_ldsm4t(bl[dp], sVd + VE + boff);
       }
 #pragma unroll
       for (int dp = 0; dp < 2; dp++) {
         tc_mma(S[2 * dp], ah, bh[dp][0], bh[dp][1]);
         tc_mma(S[2 * dp + 1], ah, bh[dp][2], bh[dp][3]);
-        if constexpr (SPLIT) {
+        if constexpr (DSPLIT) {
           tc_mma(S[2 * dp], ah, bl[dp][0], bl[dp][1]);
           tc_mma(S[2 * dp + 1], ah, bl[dp][2], bl[dp][3]);
+        }
+        if constexpr (SPLIT) {
           tc_mma(S[2 * dp], al, bh[dp][0], bh[dp][1]);
           tc_mma(S[2 * dp + 1], al, bh[dp][2], bh[dp][3]);
         }
@@ -270,11 +279,13 @@ __device__ __forceinline__ void lightning_chunked(float* __restrict__ o, const f
 }
 
 // Grid (H, 4), 256 threads. o must not alias q, k or v (the four blocks of a head read all of q, k).
-// q, k, v, o 16-byte aligned. Dynamic shared memory (bytes): 4·(2·C·D + C·N) + 2·NP·(2·C·PQ + 2·C·PV + D·PV) + 4·(C + 1) + pad.
-#define LIGHTNING_CHUNKED(NAME, SPLIT)                                                                                                                   \
+// q, k, v, o 16-byte aligned. Dynamic shared memory (bytes):
+// 4·(2·C·D + C·N) + 2·NP·(2·C·PQ + C·PV) + 2·ND·(C·PV + D·PV) + 4·(C + 1).
+#define LIGHTNING_CHUNKED(NAME, SPLIT, DSPLIT)                                                                                                           \
   extern "C" __global__ void __launch_bounds__(LC_THREADS) NAME(float* o, const float* q, const float* k, const float* v, float* state, const double* decay, \
                                                                  float scale, int n, int H, int stateBf16) {                                          \
-    lightning_chunked<SPLIT>(o, q, k, v, state, decay, scale, n, H, stateBf16);                                                                         \
+    lightning_chunked<SPLIT, DSPLIT>(o, q, k, v, state, decay, scale, n, H, stateBf16);                                                                 \
   }
-LIGHTNING_CHUNKED(lightning_chunked_d128_split, true)
-LIGHTNING_CHUNKED(lightning_chunked_d128_bf16, false)
+LIGHTNING_CHUNKED(lightning_chunked_d128_split, true, true)
+LIGHTNING_CHUNKED(lightning_chunked_d128_bf16ops, false, true)
+LIGHTNING_CHUNKED(lightning_chunked_d128_bf16, false, false)

@@ -7,7 +7,12 @@
 // and with the vLLM quirk the state at the block start Sb (D·D). quirkBlock = 0: canonical.
 // vLLM quirk: o_t = scale·q·(S_t + (λ^tl − λ^(tl+1))·S_b), tl = t mod quirkBlock (inter term
 // decayed by λ^tl instead of λ^(tl+1)); the state itself is the canonical one.
-extern "C" __global__ void lightning_prefill_f32(float* o, const float* q, const float* k, const float* v, float* state, const double* decay, float scale, int n, int H, int D, int quirkBlock, int stateBf16) {
+// flags (both prefill kernels): LP_STATE_BF16 the stored state rounded to bf16 values;
+// LP_BF16_OPS q, k and v rounded to bf16 as they are read (MatmulInputs 'bf16').
+#define LP_STATE_BF16 1
+#define LP_BF16_OPS 2
+extern "C" __global__ void lightning_prefill_f32(float* o, const float* q, const float* k, const float* v, float* state, const double* decay, float scale, int n, int H, int D, int quirkBlock, int flags) {
+  const bool rq = flags & LP_BF16_OPS;
   extern __shared__ float sm[];
   float* S = sm;
   float* qs = S + D * D;
@@ -24,9 +29,9 @@ extern "C" __global__ void lightning_prefill_f32(float* o, const float* q, const
     const int tl = quirkBlock > 0 ? t % quirkBlock : 0;
     if (quirkBlock > 0 && tl == 0)
       for (int i = 0; i < D; i++) Sb[i * D + j] = S[i * D + j];
-    qs[j] = q[base + j];
-    ks[j] = k[base + j];
-    const float vj = v[base + j];
+    qs[j] = rq ? round_bf(q[base + j]) : q[base + j];
+    ks[j] = rq ? round_bf(k[base + j]) : k[base + j];
+    const float vj = rq ? round_bf(v[base + j]) : v[base + j];
     __syncthreads();
     float acc = 0.f;
     for (int i = 0; i < D; i++) {
@@ -43,7 +48,7 @@ extern "C" __global__ void lightning_prefill_f32(float* o, const float* q, const
     __syncthreads();  // every thread is done with qs/ks (and o may alias q, k or v)
     o[base + j] = scale * acc;
   }
-  for (int i = 0; i < D; i++) st[i * D + j] = stateBf16 ? round_bf(S[i * D + j]) : S[i * D + j];
+  for (int i = 0; i < D; i++) st[i * D + j] = (flags & LP_STATE_BF16) ? round_bf(S[i * D + j]) : S[i * D + j];
 }
 
 // One token for each of B sequences: grid (H, B), D·R threads (R row groups: thread (j, r) owns
@@ -85,8 +90,9 @@ extern "C" __global__ void lightning_decode_f32(float* o, const float* q, const 
 // columns, each lane's column S[:, j] in registers (128 floats) instead of shared memory, so a
 // token is 256 register FMAs with q, k broadcast from shared memory and no block barrier; 4·H warps
 // run in parallel instead of H blocks. o must not alias q, k or v (blocks of a head share them).
-extern "C" __global__ void __launch_bounds__(32) lightning_prefill_d128_f32(float* __restrict__ o, const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v, float* state, const double* decay, float scale, int n, int H, int stateBf16) {
+extern "C" __global__ void __launch_bounds__(32) lightning_prefill_d128_f32(float* __restrict__ o, const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v, float* state, const double* decay, float scale, int n, int H, int flags) {
   constexpr int D = 128;
+  const bool rq = flags & LP_BF16_OPS;
   __shared__ float qs[2][D], ks[2][D];
   const int h = blockIdx.x, lane = threadIdx.x, j = blockIdx.y * 32 + lane;
   const long long W = (long long)H * D;
@@ -100,8 +106,9 @@ extern "C" __global__ void __launch_bounds__(32) lightning_prefill_d128_f32(floa
     const long long base = t * W + (long long)h * D;
 #pragma unroll
     for (int m = 0; m < 4; m++) {
-      qs[b][lane + 32 * m] = q[base + lane + 32 * m];
-      ks[b][lane + 32 * m] = k[base + lane + 32 * m];
+      const float qv = q[base + lane + 32 * m], kv = k[base + lane + 32 * m];
+      qs[b][lane + 32 * m] = rq ? round_bf(qv) : qv;
+      ks[b][lane + 32 * m] = rq ? round_bf(kv) : kv;
     }
   };
   if (n > 0) load(0, 0);
@@ -109,7 +116,7 @@ extern "C" __global__ void __launch_bounds__(32) lightning_prefill_d128_f32(floa
   for (int t = 0; t < n; t++) {
     const int b = t & 1;
     const long long base = t * W + (long long)h * D;
-    const float vj = v[base + j];
+    const float vj = rq ? round_bf(v[base + j]) : v[base + j];
     if (t + 1 < n) load(t + 1, b ^ 1);
     float acc = 0.f;
 #pragma unroll
@@ -121,5 +128,5 @@ extern "C" __global__ void __launch_bounds__(32) lightning_prefill_d128_f32(floa
     __syncwarp();  // buffer b is reloaded at t + 1
   }
 #pragma unroll
-  for (int i = 0; i < D; i++) st[i * D + j] = stateBf16 ? round_bf(S[i]) : S[i];
+  for (int i = 0; i < D; i++) st[i * D + j] = (flags & LP_STATE_BF16) ? round_bf(S[i]) : S[i];
 }

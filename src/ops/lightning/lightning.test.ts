@@ -118,6 +118,32 @@ test('lightning prefill: two calls carrying the state equal one call', (t) => {
   ck.report(t);
 });
 
+test('lightning prefill with bf16 operands (MatmulInputs bf16): cpu = reference with the same rounding, which moves the result; canonical and vLLM quirk', (t) => {
+  const ck = new Checker();
+  const rng = new Prng(31);
+  let moved = 0;
+  for (const c of cases)
+    for (const [chunk, quirk] of [[64, false], [7, false], [256, true]] as const) {
+      if (quirk && c.D === 128) continue; // as in the quirk test below, the small heads cover it
+      const n = 300;
+      const x = inputs(rng, n, c.H, c.D, 1);
+      const plain = { o: pair([n, c.H * c.D], new Float64Array(n * c.H * c.D)), st: pair([c.H, c.D, c.D], toF64(x.st.ref)) };
+      const p = params(c.H, c.D, c.decay, chunk, { vllmPrefillQuirk: quirk });
+      refLightningPrefill(plain.o.ref, x.q.ref, x.k.ref, x.v.ref, plain.st.ref, p);
+      refLightningPrefill(x.o.ref, x.q.ref, x.k.ref, x.v.ref, x.st.ref, p, true);
+      cpuLightningPrefill(x.o.cpu, x.q.cpu, x.k.cpu, x.v.cpu, x.st.cpu, p, true);
+      const what = `${c.name} chunk=${chunk}${quirk ? ' quirk' : ''}`;
+      ck.close(x.o.cpu, x.o.ref, `${what} out`);
+      ck.close(x.st.cpu, x.st.ref, `${what} state`);
+      // q, k, v carry 2^-9 relative rounding: the outputs move far more than the f32 comparison allows.
+      const m = compare(toF64(plain.o.ref), toF64(x.o.ref));
+      assert.ok(m.nmse > 1e3 * TOL * TOL, `${what}: bf16 operands did not change the output (${fmtStats(m)})`);
+      moved = Math.max(moved, m.nmse);
+    }
+  ck.report(t);
+  t.diagnostic(`bf16 vs f32 operands: output NMSE up to ${moved.toExponential(2)}`);
+});
+
 test('lightning prefill: vLLM quirk, cpu vs reference (blocks of 256)', (t) => {
   const ck = new Checker();
   const rng = new Prng(21);

@@ -86,12 +86,14 @@ function vllmBlocks(S: Float64Array, q: Float64Array, k: Float64Array, v: Float6
   }
 }
 
-export function refLightningPrefill(o: Tensor, q: Tensor, k: Tensor, v: Tensor, state: Tensor, p: LightningParams): void {
+/** bf16Operands (the prefill of MatmulInputs 'bf16', backend.ts): q, k and v rounded to bf16 first. */
+export function refLightningPrefill(o: Tensor, q: Tensor, k: Tensor, v: Tensor, state: Tensor, p: LightningParams, bf16Operands = false): void {
   const n = checkLightning(o, q, k, v, p, 'lightningPrefill');
   const H = p.nHeads, D = p.headDim;
   checkShape(state, [H, D, D], 'lightningPrefill state');
   const S = toF64(state);
-  const qs = toF64(q), ks = toF64(k), vs = toF64(v);
+  const rd = bf16Operands ? roundBf16 : (x: number): number => x;
+  const qs = toF64(q).map(rd), ks = toF64(k).map(rd), vs = toF64(v).map(rd);
   const os = new Float64Array(n * H * D);
   if (p.vllmPrefillQuirk) {
     assert(p.chunk === VLLM_PREFILL_BLOCK, () => `lightningPrefill: vllmPrefillQuirk needs chunk ${VLLM_PREFILL_BLOCK}, found ${p.chunk}`);
