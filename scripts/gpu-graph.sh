@@ -22,7 +22,8 @@ for what in "$@"; do
       timeout 100 node dist/bench/cuda-bench.js --geometry flash --decode 1 --ctx 1024 --split 0 --prefill 8192 --profile --out "$OUT/flash-split0.json" 2>&1 | tee -a "$L" ;;
     serve)
       node dist/bench/make-dummy-dir.js /tmp/flash-dummy flash | tee -a "$L"
-      node dist/src/cli/main.js serve --model /tmp/flash-dummy --device cuda --load-format dummy --port 18090 --max-num-seqs 64 --max-model-len 1024 > "$OUT/serve.log" 2>&1 &
+      # SERVE_ARGS: more serve flags (e.g. --matmul-inputs bf16).
+      node dist/src/cli/main.js serve --model /tmp/flash-dummy --device cuda --load-format dummy --port 18090 --max-num-seqs 64 --max-model-len 1024 ${SERVE_ARGS:-} > "$OUT/serve.log" 2>&1 &
       pid=$!
       for i in $(seq 1 120); do curl -sf http://127.0.0.1:18090/health > /dev/null && break; sleep 1; done
       echo "server up after ${i}s" | tee -a "$L"
