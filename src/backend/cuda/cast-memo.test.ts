@@ -1,0 +1,172 @@
+/**
+ * The host-side choices of cudaMatmul, on a recording driver (no GPU: the real kernels and GEMMs
+ * are checked against the CPU in ops.gpu.test.ts and matmul-inputs.gpu.test.ts). Checked here,
+ * in CI: consecutive GEMMs of one activation convert it to bf16 once (CudaContext.castMemo); any
+ * launch, GEMM, host write or overlapping output in between forces a new conversion; a staging
+ * pass ('fill', the CUDA-graph argument refresh) makes the same choices as the eager step it
+ * stands for; with bf16 matmul inputs an f32 weight that has a bf16 twin runs a bf16 GEMM on the
+ * twin's address (a view of it at the matching offset), and one without a twin an f32 GEMM.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Tensor, type Dtype } from '../../tensor/tensor.js';
+import { CudaContext } from './context.js';
+import { CUDA_R_16BF, CUDA_R_32F, type CudaDriver, type Handle } from './driver.js';
+import { cudaMatmul } from './ops-basic.js';
+
+const cacheDir = mkdtempSync(join(tmpdir(), 'bailing-cast-memo-'));
+process.on('exit', () => rmSync(cacheDir, { recursive: true, force: true }));
+
+/** Answers the calls CudaContext and cudaMatmul make, and records the launches and GEMMs. */
+class RecordingDriver {
+  launches: string[] = [];
+  gemms: { abType: number; A: bigint; B: bigint }[] = [];
+  private next = 0x100000n;
+  private readonly plans = new Map<object, number>();
+  deviceCount(): number {
+    return 1;
+  }
+  deviceInfo(ordinal: number): object {
+    return { ordinal, name: 'recording driver', major: 9, minor: 0, sms: 132, totalBytes: 80e9, smemOptin: 227 * 1024 };
+  }
+  memAlloc(bytes: number): bigint {
+    const p = this.next;
+    this.next += BigInt(Math.ceil(bytes / 256) * 256 + 256);
+    return p;
+  }
+  launch(_f: Handle, name: string): void {
+    this.launches.push(name);
+  }
+  ltPlan(_h: Handle, abType: number): object {
+    const plan = {};
+    this.plans.set(plan, abType);
+    return plan;
+  }
+  ltMatmul(_h: Handle, p: object, A: bigint, B: bigint): void {
+    this.gemms.push({ abType: this.plans.get(p)!, A, B });
+  }
+  nvrtcVersion(): string {
+    return 'recording';
+  }
+  nvrtcCompile(): { cubin: Uint8Array } {
+    return { cubin: new Uint8Array(4) };
+  }
+  moduleFunction(_m: Handle, name: string): Handle {
+    return name as unknown as Handle;
+  }
+  casts(): number {
+    return this.launches.filter((n) => n.startsWith('matmul_cast')).length;
+  }
+}
+// Everything else the context may call (handles, copies, syncs) does nothing here.
+const noop = (): unknown => ({});
+for (const m of ['contextRetain', 'streamCreate', 'ltCreate', 'memFree', 'memsetD8', 'htod', 'streamSync', 'moduleLoad', 'funcMaxDynamicSmem', 'ltPlanDestroy', 'ltDestroy', 'streamDestroy', 'contextRelease', 'moduleUnload'])
+  (RecordingDriver.prototype as unknown as Record<string, unknown>)[m] = noop;
+
+function setup(bf16Inputs: boolean): { c: CudaContext; d: RecordingDriver; t: (dtype: Dtype, shape: number[]) => Tensor } {
+  const d = new RecordingDriver();
+  const c = new CudaContext(d as unknown as CudaDriver, 0, cacheDir);
+  if (bf16Inputs) {
+    c.bf16Inputs = true;
+    c.gemmSplit = false;
+  }
+  const t = (dtype: Dtype, shape: number[]): Tensor => {
+    const bytes = shape.reduce((a, b) => a * b, 1) * (dtype === 'bf16' ? 2 : 4);
+    return new Tensor(dtype, shape, { kind: 'device', ptr: c.mem.alloc(bytes, 'test').ptr, bytes });
+  };
+  return { c, d, t };
+}
+
+const T = 40, K = 64, N = 32;
+
+for (const bf16Inputs of [false, true])
+  test(`cudaMatmul (${bf16Inputs ? 'bf16 inputs: one GEMM' : 'f32 inputs: hi + lo GEMMs'}): one conversion for consecutive GEMMs of one x; any write in between forces another`, () => {
+    const { c, d, t } = setup(bf16Inputs);
+    const x = t('f32', [T, K]), w1 = t('bf16', [N, K]), w2 = t('bf16', [N, K]);
+    const outs = Array.from({ length: 4 }, () => t('f32', [T, N]));
+    const perMatmul = bf16Inputs ? 1 : 2;
+    cudaMatmul(c, outs[0], x, w1, null);
+    cudaMatmul(c, outs[1], x, w2, null);
+    cudaMatmul(c, outs[2], x, w1, null);
+    assert.equal(d.casts(), 1, 'three GEMMs of one x: one conversion');
+    assert.equal(d.gemms.length, 3 * perMatmul);
+    // Another x, then back: each is converted again (the scratch holds one conversion).
+    const y = t('f32', [T, K]);
+    cudaMatmul(c, outs[0], y, w1, null);
+    cudaMatmul(c, outs[1], x, w1, null);
+    assert.equal(d.casts(), 3);
+    // A write from outside launch / gemm (an upload), a kernel launch, a GEMM elsewhere.
+    for (const write of [(): void => c.noteWrite(), (): void => c.launch(c.kernel('src/ops/elementwise/elementwise.cu', 'elementwise_add_f32', 'pppl'), [1, 1, 1], 32, 0, [0n, 0n, 0n, 0]), (): void => void c.gemm('f32', 0n, 0n, 0n, 9, 9, 9)]) {
+      const before = d.casts();
+      write();
+      cudaMatmul(c, outs[2], x, w2, null);
+      cudaMatmul(c, outs[3], x, w2, null);
+      assert.equal(d.casts() - before, 1, 'a write between two GEMMs of x: converted again, once');
+    }
+    // A bias launches after the GEMM: the conversion stays valid (the bias kernel writes out only).
+    const bias = t('f32', [N]);
+    c.noteWrite();
+    const before = d.casts();
+    cudaMatmul(c, outs[0], x, w1, bias);
+    cudaMatmul(c, outs[1], x, w1, null);
+    assert.equal(d.casts() - before, 1, 'bias: x converted once for both');
+    // An output overlapping x (written in place): the next GEMM of x converts it again.
+    const xo = new Tensor('f32', [T, N], x.storage);
+    const w3 = t('bf16', [N, K]);
+    cudaMatmul(c, xo, x, w3, null);
+    const again = d.casts();
+    cudaMatmul(c, outs[0], x, w1, null);
+    assert.equal(d.casts() - again, 1, 'out overlapping x: converted again');
+  });
+
+test('cudaMatmul: a CUDA-graph capture (record) and its argument refresh (fill) make the same conversion choices as an eager step', () => {
+  const { c, d, t } = setup(true);
+  const x = t('f32', [T, K]), h = t('f32', [T, K]), w = t('bf16', [N, K]);
+  const o = t('f32', [T, N]);
+  const add = c.kernel('src/ops/elementwise/elementwise.cu', 'elementwise_add_f32', 'pppl');
+  // A step starts with a launch (the embedding), as every model step does.
+  const step = (): { writes: number; launches: string[] } => {
+    const w0 = c.writes, l0 = d.launches.length;
+    c.launch(add, [1, 1, 1], 32, 0, [0n, 0n, 0n, 0]);
+    cudaMatmul(c, o, x, w, null);
+    cudaMatmul(c, o, x, w, null);
+    c.launch(add, [1, 1, 1], 32, 0, [0n, 0n, 0n, 0]);
+    cudaMatmul(c, o, h, w, null);
+    cudaMatmul(c, o, x, w, null);
+    return { writes: c.writes - w0, launches: d.launches.slice(l0) };
+  };
+  step(); // plans made and kernels loaded, as a warm-up step does
+  const eager = step();
+  c.beginStaging('record');
+  const record = step();
+  c.endStaging();
+  c.beginStaging('fill');
+  const fill = step();
+  c.endStaging();
+  assert.deepEqual(record, eager, 'the capture pass chose differently from the eager step');
+  assert.equal(fill.writes, eager.writes, 'the fill pass counted different writes');
+  assert.deepEqual(fill.launches, [], 'the fill pass launched nothing');
+  assert.equal(eager.launches.filter((n) => n.startsWith('matmul_cast')).length, 3, 'x, h, then x again after h');
+});
+
+test('cudaMatmul with bf16 inputs: an f32 weight with a bf16 twin runs a bf16 GEMM on the twin (views at their offset); one without, an f32 GEMM', () => {
+  const { c, d, t } = setup(true);
+  const x = t('f32', [T, K]), o = t('f32', [T, N]);
+  const router = t('f32', [2 * N, K]), twin = t('bf16', [2 * N, K]);
+  c.addBf16Twin(router, twin);
+  cudaMatmul(c, o, x, router.rows(N, N), null);
+  assert.deepEqual(d.gemms.at(-1), { abType: CUDA_R_16BF, A: c.ptr(twin) + BigInt(N * K * 2), B: d.gemms.at(-1)!.B });
+  const plain = t('f32', [N, K]);
+  assert.equal(c.bf16Twin(plain), null);
+  cudaMatmul(c, o, x, plain, null);
+  assert.equal(d.gemms.at(-1)!.abType, CUDA_R_32F);
+  assert.equal(d.gemms.at(-1)!.A, c.ptr(plain));
+  assert.ok(d.launches.includes('matmul_round_f32'), 'the f32 GEMM reads a rounded copy of x');
+  // Without bf16 inputs the twin is not used: the f32 weight's GEMM stays f32.
+  c.bf16Inputs = false;
+  cudaMatmul(c, o, x, router.rows(0, N), null);
+  assert.equal(d.gemms.at(-1)!.abType, CUDA_R_32F);
+});
