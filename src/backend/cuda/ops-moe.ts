@@ -4,7 +4,8 @@
  * - T ≤ 8 (decode): gathered GEMVs, gate and up rows streamed together, no host round trip;
  * - 8 < T < c.moeGemmMinT (batched decode): pairs are sorted by expert on the device and cut into
  *   segments of ≤ 8 pairs, so each expert's rows are read once per segment, not per pair;
- * - T ≥ c.moeGemmMinT (prefill): tokens permuted by expert, f32-faithful hi/lo split when
+ * - T ≥ c.moeGemmMinT (prefill), in passes of c.moeChunk tokens (each reads the experts' weights
+ *   once): tokens permuted by expert, f32-faithful hi/lo split when
  *   c.moeSplit, then a weighted combine; c.moePrefill picks the GEMMs: 'cublas' one cuBLASLt call
  *   per expert (up, then down) on contiguous rows (sorted on the host), 'grouped' (default) one
  *   launch per projection of moe-grouped.cu over all experts (SiLU·mul in the gate/up epilogue),
