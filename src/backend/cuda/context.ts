@@ -35,29 +35,14 @@ export interface KernelProfile {
 }
 
 export type MlaPrefillMode = 'flash-split' | 'flash-bf16' | 'absorbed';
-
-function mlaPrefillMode(v: string | undefined): MlaPrefillMode {
-  const modes: readonly MlaPrefillMode[] = ['flash-split', 'flash-bf16', 'absorbed'];
-  const m = modes.find((x) => x === (v || 'flash-split'));
-  assert(m !== undefined, () => `BAILING_MLA_PREFILL=${v}: expected one of ${modes.join(', ')}`);
-  return m;
-}
-
 export type LightningPrefillMode = 'tc-split' | 'tc-bf16' | 'recurrent';
-
-function lightningPrefillMode(v: string | undefined): LightningPrefillMode {
-  const modes: readonly LightningPrefillMode[] = ['tc-split', 'tc-bf16', 'recurrent'];
-  const m = modes.find((x) => x === (v || 'tc-split'));
-  assert(m !== undefined, () => `BAILING_LIGHTNING_PREFILL=${v}: expected one of ${modes.join(', ')}`);
-  return m;
-}
-
 export type MoePrefillMode = 'cublas' | 'grouped';
 
-function moePrefillMode(v: string | undefined): MoePrefillMode {
-  const modes: readonly MoePrefillMode[] = ['cublas', 'grouped'];
-  const m = modes.find((x) => x === (v || 'grouped'));
-  assert(m !== undefined, () => `BAILING_MOE_PREFILL=${v}: expected one of ${modes.join(', ')}`);
+/** The mode environment variable `name` names (unset or empty: the first of `modes`, the default). */
+function envMode<M extends string>(name: string, modes: readonly M[]): M {
+  const v = process.env[name];
+  const m = modes.find((x) => x === (v || modes[0]));
+  assert(m !== undefined, () => `${name}=${v}: expected one of ${modes.join(', ')}`);
   return m;
 }
 
@@ -98,14 +83,14 @@ export class CudaContext {
    * 'flash-bf16' on bf16 operands and probabilities (one MMA, ~1e-5 NMSE per call, measurement
    * only); 'absorbed' the CUDA-core absorbed kernels decode uses. BAILING_MLA_PREFILL overrides.
    */
-  mlaPrefill: MlaPrefillMode = mlaPrefillMode(process.env.BAILING_MLA_PREFILL);
+  mlaPrefill: MlaPrefillMode = envMode<MlaPrefillMode>('BAILING_MLA_PREFILL', ['flash-split', 'flash-bf16', 'absorbed']);
   /**
    * MoE prefill (steps of at least moeGemmMinT tokens, tokens permuted by expert): 'grouped'
    * (default) one launch of our grouped GEMM per projection (moe-grouped.cu) with SiLU·mul in the
    * gate/up epilogue; 'cublas' one cuBLASLt GEMM per expert and projection (host-bound: ~2·E calls
    * a layer). Both honour moeSplit. BAILING_MOE_PREFILL overrides.
    */
-  moePrefill: MoePrefillMode = moePrefillMode(process.env.BAILING_MOE_PREFILL);
+  moePrefill: MoePrefillMode = envMode<MoePrefillMode>('BAILING_MOE_PREFILL', ['grouped', 'cublas']);
   /**
    * Lightning prefill at D = 128, canonical semantics: 'tc-split' (default) the chunked tensor-core
    * kernel on bf16 hi + lo operands (three MMAs per product, near f32), or with bf16Inputs on bf16
@@ -113,7 +98,7 @@ export class CudaContext {
    * MMA on bf16 operands (benchmarks only); 'recurrent' the token-by-token CUDA-core kernel (which
    * rounds q, k, v with bf16Inputs too). BAILING_LIGHTNING_PREFILL overrides.
    */
-  lightningPrefill: LightningPrefillMode = lightningPrefillMode(process.env.BAILING_LIGHTNING_PREFILL);
+  lightningPrefill: LightningPrefillMode = envMode<LightningPrefillMode>('BAILING_LIGHTNING_PREFILL', ['tc-split', 'tc-bf16', 'recurrent']);
   /** Smallest step (> 8 tokens) that takes the MoE prefill path; tests lower it (BAILING_MOE_GEMM_MIN_T). */
   moeGemmMinT: number = positiveInt('BAILING_MOE_GEMM_MIN_T', process.env.BAILING_MOE_GEMM_MIN_T, 512);
   /**
@@ -184,7 +169,8 @@ export class CudaContext {
     this.timed(k.name, () => this.driver.launch(k.fn, k.name, grid, [block, 1, 1], smem, this.stream, k.sig, args));
   }
 
-  private timed(name: string, enqueue: () => void): void {
+  /** Enqueue through `enqueue`, bracketed by events when profiling (launches, GEMMs, collectives). */
+  timed(name: string, enqueue: () => void): void {
     const p = this.profile;
     if (!p) return enqueue();
     const ev = (): Handle => p.pool.pop() ?? this.driver.eventCreate();

@@ -62,28 +62,22 @@ export function cudaMatmul(c: CudaContext, out: Tensor, x: Tensor, w: Tensor, bi
   if (gemm) {
     let ok: boolean, cast: string | null = null;
     // x as bf16 (hi, and lo when split) in the matmul-x scratch, converted once for consecutive
-    // matmuls of the same x (CudaContext.castMemo); returns the memo key.
-    const castX = (split: boolean): string => {
-      const key = `${split ? 'split' : 'x'}:${c.ptr(x)}:${T * K}`;
+    // matmuls of the same x (CudaContext.castMemo).
+    const castX = (split: boolean): { hi: bigint; lo: bigint } => {
+      cast = `${split ? 'split' : 'x'}:${c.ptr(x)}:${T * K}`;
       const hi = c.scratch('matmul-xhi', T * K * 2), lo = split ? c.scratch('matmul-xlo', T * K * 2) : 0n;
-      if (c.castMemo?.key === key && c.castMemo.at === c.writes) return key;
+      if (c.castMemo?.key === cast && c.castMemo.at === c.writes) return { hi, lo };
       if (split) c.launch(c.kernel(F.matmul, 'matmul_castsplit_bf16', 'pppl'), strideGrid(T * K), 256, 0, [hi, lo, c.ptr(x), T * K]);
       else c.launch(c.kernel(F.matmul, 'matmul_castx_bf16', 'ppl'), strideGrid(T * K), 256, 0, [hi, c.ptr(x), T * K]);
-      return key;
+      return { hi, lo };
     };
-    if (twin !== null) {
-      cast = castX(false);
-      ok = c.gemm('bf16', c.ptr(out), twin, c.scratch('matmul-xhi', T * K * 2), T, N, K);
-    } else if (w.dtype === 'f32') ok = c.gemm('f32', c.ptr(out), c.ptr(w), rounded(), T, N, K);
+    if (twin !== null) ok = c.gemm('bf16', c.ptr(out), twin, castX(false).hi, T, N, K);
+    else if (w.dtype === 'f32') ok = c.gemm('f32', c.ptr(out), c.ptr(w), rounded(), T, N, K);
     else if (c.gemmSplit) {
       // cuBLASLt wants A and B in one dtype: x = hi + lo in bf16, two GEMMs accumulate in fp32.
-      cast = castX(true);
-      const hi = c.scratch('matmul-xhi', T * K * 2), lo = c.scratch('matmul-xlo', T * K * 2);
+      const { hi, lo } = castX(true);
       ok = c.gemm('bf16', c.ptr(out), c.ptr(w), hi, T, N, K) && c.gemm('bf16', c.ptr(out), c.ptr(w), lo, T, N, K, 1);
-    } else {
-      cast = castX(false);
-      ok = c.gemm('bf16', c.ptr(out), c.ptr(w), c.scratch('matmul-xhi', T * K * 2), T, N, K);
-    }
+    } else ok = c.gemm('bf16', c.ptr(out), c.ptr(w), castX(false).hi, T, N, K);
     if (ok) {
       if (bias) c.launch(c.kernel(F.matmul, 'matmul_bias_f32', 'ppli'), strideGrid(T * N), 256, 0, [c.ptr(out), pb, T, N]);
       // Nothing since the conversion wrote x's memory unless out overlaps it.

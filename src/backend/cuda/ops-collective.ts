@@ -18,24 +18,12 @@ export interface CudaTp {
   readonly size: number;
 }
 
-/** Bracket a collective with events when the context is profiling (same bookkeeping as its launches). */
-function timed(c: CudaContext, name: string, enqueue: () => void): void {
-  const p = c.profile;
-  if (!p) return enqueue();
-  const ev = (): Handle => p.pool.pop() ?? c.driver.eventCreate();
-  const a = ev(), b = ev();
-  c.driver.eventRecord(a, c.stream);
-  enqueue();
-  c.driver.eventRecord(b, c.stream);
-  p.pending.push({ name, a, b });
-}
-
 export function cudaAllReduceSum(c: CudaContext, tp: CudaTp | null, x: Tensor): void {
   if (!tp || tp.size === 1) return;
   f32Act(x, 'allReduceSum');
   c.noteWrite();
   if (c.mode === 'fill') return;
-  timed(c, 'nccl_all_reduce', () => tp.nccl.allReduceSumF32(c.ptr(x), x.numel, tp.comm, c.stream));
+  c.timed('nccl_all_reduce', () => tp.nccl.allReduceSumF32(c.ptr(x), x.numel, tp.comm, c.stream));
 }
 
 export function cudaAllGatherCols(c: CudaContext, tp: CudaTp | null, out: Tensor, x: Tensor): void {
@@ -46,7 +34,7 @@ export function cudaAllGatherCols(c: CudaContext, tp: CudaTp | null, out: Tensor
   if (tp && size > 1) {
     src = c.scratch('tp-gather', size * R * w * 4);
     c.noteWrite();
-    if (c.mode !== 'fill') timed(c, 'nccl_all_gather', () => tp.nccl.allGatherF32(c.ptr(x), src, R * w, tp.comm, c.stream));
+    if (c.mode !== 'fill') c.timed('nccl_all_gather', () => tp.nccl.allGatherF32(c.ptr(x), src, R * w, tp.comm, c.stream));
   }
   const k = c.kernel('src/backend/cuda/collective.cu', 'gather_cols_f32', 'pplll');
   c.launch(k, strideGrid(R * W), 256, 0, [c.ptr(out), src, R, W, w]);
