@@ -62,6 +62,21 @@ __device__ __forceinline__ void gg_mainloop(float (&acc)[4][8][4], const unsigne
   asm volatile("cp.async.wait_group 0;\n" ::: "memory");  // nothing left in flight at exit
 }
 
+// The GLU epilogue of two adjacent features: h = silu(g)·u (as moe_silumul_split_bf16) stored at
+// element o of hHi as bf16, and its remainder at o of hLo when that is set (the split down GEMM).
+__device__ __forceinline__ void gg_store_glu(unsigned short* hHi, unsigned short* hLo, long long o, const float* g, const float* u) {
+  unsigned hv[2], lv[2];
+#pragma unroll
+  for (int q = 0; q < 2; q++) {
+    const float v = g[q] * sigmoidf_(g[q]) * u[q];
+    const unsigned short hb = f2bf(v);
+    hv[q] = hb;
+    lv[q] = f2bf(v - bf2f(hb));
+  }
+  *reinterpret_cast<unsigned*>(hHi + o) = hv[0] | (hv[1] << 16);
+  if (hLo) *reinterpret_cast<unsigned*>(hLo + o) = lv[0] | (lv[1] << 16);
+}
+
 // Block b's tile in a schedule: its expert, column tile ct (of width cw columns of N) and permuted
 // rows [m0, min(m0 + bm, mEnd)). False when b owns none: an empty expert's entry or a spare block.
 struct GgTile {
@@ -181,18 +196,7 @@ __device__ __forceinline__ void grouped_gemm(float* __restrict__ y, unsigned sho
         for (int nj = 0; nj < 4; nj++) {
           const int f = ct * (BN / 2) + wn * 32 + nj * 8 + 2 * t4;  // N (= F) % 8 == 0: f, f + 1 both in or out
           if (f >= N) continue;
-          unsigned hv[2], lv[2];
-#pragma unroll
-          for (int q = 0; q < 2; q++) {
-            const float gv = acc[mi][nj][2 * hf + q], uv = acc[mi][nj + 4][2 * hf + q];
-            const float v = gv * sigmoidf_(gv) * uv;  // as moe_silumul_split_bf16
-            const unsigned short hb = f2bf(v);
-            hv[q] = hb;
-            lv[q] = f2bf(v - bf2f(hb));
-          }
-          const long long o = (long long)m * N + f;
-          *reinterpret_cast<unsigned*>(hHi + o) = hv[0] | (hv[1] << 16);
-          if (hLo) *reinterpret_cast<unsigned*>(hLo + o) = lv[0] | (lv[1] << 16);
+          gg_store_glu(hHi, hLo, (long long)m * N + f, acc[mi][nj] + 2 * hf, acc[mi][nj + 4] + 2 * hf);
         }
       } else {
 #pragma unroll
@@ -350,18 +354,7 @@ __device__ __forceinline__ void grouped_gemm_wg(float* __restrict__ y, unsigned 
       for (int nb = 0; nb < GW_BN / 16; nb++) {
         const int f = ct * (GW_BN / 2) + nb * 8 + 2 * t4;  // N (= F) % 8 == 0
         if (f >= N) continue;
-        unsigned hv[2], lv[2];
-#pragma unroll
-        for (int q = 0; q < 2; q++) {
-          const float gv = d[nb * 4 + 2 * hf + q], uv = d[(nb + GW_BN / 16) * 4 + 2 * hf + q];
-          const float v = gv * sigmoidf_(gv) * uv;  // as moe_silumul_split_bf16
-          const unsigned short hb = f2bf(v);
-          hv[q] = hb;
-          lv[q] = f2bf(v - bf2f(hb));
-        }
-        const long long o = (long long)m * N + f;
-        *reinterpret_cast<unsigned*>(hHi + o) = hv[0] | (hv[1] << 16);
-        if (hLo) *reinterpret_cast<unsigned*>(hLo + o) = lv[0] | (lv[1] << 16);
+        gg_store_glu(hHi, hLo, (long long)m * N + f, d + nb * 4 + 2 * hf, d + (nb + GW_BN / 16) * 4 + 2 * hf);
       }
     } else {
 #pragma unroll

@@ -34,6 +34,16 @@ extern "C" __global__ void rmsnorm_add_f32(float* out, float* residual, const fl
 // Float4 forms for widths % 4 == 0 (the host checks alignment): up to 1024 threads a row, so a
 // 4096-wide row is one 16-byte load per thread per array instead of 16 dependent round trips
 // (the scalar form above took ~17 µs a row at T = 1; these are latency-bound at a few µs).
+// The second pass of the float4 forms: orow = src · rsqrt(ss / width + eps) · w, the thread's
+// first float4 kept in a register from the first pass.
+__device__ __forceinline__ void v4_scale_row(float4* orow, const float4* src, const float4* w4, float4 first, float ss, int width, float eps) {
+  const float inv = 1.f / sqrtf(ss / (float)width + eps);
+  for (int c = threadIdx.x; c < (width >> 2); c += blockDim.x) {
+    const float4 v = c == threadIdx.x ? first : src[c], g = w4[c];
+    orow[c] = make_float4(v.x * inv * g.x, v.y * inv * g.y, v.z * inv * g.z, v.w * inv * g.w);
+  }
+}
+
 extern "C" __global__ void __launch_bounds__(1024) rmsnorm_rows_v4_f32(float* out, const float* x, const float* __restrict__ w, int width, float eps) {
   __shared__ float sh[32];
   const int n4 = width >> 2;
@@ -47,12 +57,7 @@ extern "C" __global__ void __launch_bounds__(1024) rmsnorm_rows_v4_f32(float* ou
     if (c == threadIdx.x) first = v;
     ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
   }
-  ss = block_sum(ss, sh);
-  const float inv = 1.f / sqrtf(ss / (float)width + eps);
-  for (int c = threadIdx.x; c < n4; c += blockDim.x) {
-    const float4 v = c == threadIdx.x ? first : xr[c], g = w4[c];
-    orow[c] = make_float4(v.x * inv * g.x, v.y * inv * g.y, v.z * inv * g.z, v.w * inv * g.w);
-  }
+  v4_scale_row(orow, xr, w4, first, block_sum(ss, sh), width, eps);
 }
 
 // residual += x (in place); out = rmsnorm(residual) · w. out must not alias residual or x.
@@ -72,10 +77,5 @@ extern "C" __global__ void __launch_bounds__(1024) rmsnorm_add_v4_f32(float* __r
     if (c == threadIdx.x) first = v;
     ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
   }
-  ss = block_sum(ss, sh);
-  const float inv = 1.f / sqrtf(ss / (float)width + eps);
-  for (int c = threadIdx.x; c < n4; c += blockDim.x) {
-    const float4 v = c == threadIdx.x ? first : rr[c], g = w4[c];
-    orow[c] = make_float4(v.x * inv * g.x, v.y * inv * g.y, v.z * inv * g.z, v.w * inv * g.w);
-  }
+  v4_scale_row(orow, rr, w4, first, block_sum(ss, sh), width, eps);
 }
