@@ -62,6 +62,33 @@ describe('cuda ops vs cpu', { skip }, () => {
     assert.ok(s.nmse <= tol, `${what}: NMSE ${s.nmse.toExponential(2)} > ${tol} (${fmtStats(s)})`);
   };
 
+  /**
+   * MLA attention of n new queries over the cache, CPU vs GPU: decode when n = 1, and prefill in
+   * every mode (n = 1 included). Tolerances: the f32 absorbed kernels and the split (hi + lo bf16,
+   * three MMAs) flash kernel stay near f32 (1e-7); the one-MMA bf16 flash kernel rounds q, k, v and
+   * p to bf16 (8 significant bits): NMSE ≤ 1e-4.
+   */
+  const attendEveryMode = (t: TestContext, label: string, cache: { c: Tensor; g: Tensor }, kvB: { c: Tensor; g: Tensor }, seq: { blockTable: Int32Array; ctxStart: number }, p: MlaParams, n: number): void => {
+    const { nHeads: H, qkNope: Dn, qkRope: Dr, vHead: Dv } = p, ctx = seq.ctxStart, mode0 = gpu.c.mlaPrefill;
+    const q = rand([n, H * (Dn + Dr)], 0.5);
+    const o = out([n, H * Dv]);
+    if (n === 1) {
+      cpu.ops.mlaDecodeAbsorbed(o.c, q.c, cache.c, kvB.c, seq, p);
+      gpu.ops.mlaDecodeAbsorbed(o.g, q.g, cache.g, kvB.g, seq, p);
+      check(t, `${label} mlaDecodeAbsorbed ctx=${ctx} n=1`, o, 1e-7);
+    } else cpu.ops.mlaPrefillExpanded(o.c, q.c, cache.c, kvB.c, seq, p);
+    try {
+      for (const [mode, tol] of [['absorbed', 1e-7], ['flash-split', 1e-7], ['flash-bf16', 1e-4]] as const) {
+        gpu.upload(o.g, new Float64Array(n * H * Dv).fill(NaN));
+        gpu.c.mlaPrefill = mode;
+        gpu.ops.mlaPrefillExpanded(o.g, q.g, cache.g, kvB.g, seq, p);
+        check(t, `${label} mlaPrefillExpanded ${mode} ctx=${ctx} n=${n}`, o, tol);
+      }
+    } finally {
+      gpu.c.mlaPrefill = mode0;
+    }
+  };
+
   test('matmul: GEMV (T ≤ 8) and cuBLASLt paths, f32 and bf16 weights, bias, misaligned row views', (t) => {
     const shapes: [number, number, number][] = [[1, 33, 40], [3, 7, 12], [GEMV_MAX_T, 100, 4096], [GEMV_MAX_T + 1, 48, 40], [17, 96, 12], [64, 256, 512], [300, 96, 32]];
     for (const [T, N, K] of shapes)
@@ -266,7 +293,6 @@ describe('cuda ops vs cpu', { skip }, () => {
   });
 
   test('MLA cache write + attention (prefill from 0, chunk after context, decode; absorbed and flash prefill), paged', (t) => {
-    const mode0 = gpu.c.mlaPrefill;
     // Shapes: odd tiny heads (64-wide flash kernel, padded), the flash geometry (128/64/128), and
     // tiny-brown's (32/32/64).
     for (const [H, Dn, Dr, Dv, L] of [[4, 6, 4, 5, 12], [4, 128, 64, 128, 512], [3, 32, 32, 64, 64]]) {
@@ -285,23 +311,7 @@ describe('cuda ops vs cpu', { skip }, () => {
         const ckv = rand([n, L]), kpe = rand([n, Dr]);
         cpu.ops.mlaCacheWrite(cache.c, ckv.c, kpe.c, seq, p);
         gpu.ops.mlaCacheWrite(cache.g, ckv.g, kpe.g, seq, p);
-        const q = rand([n, H * (Dn + Dr)], 0.5);
-        const o = out([n, H * Dv]);
-        if (n === 1) {
-          cpu.ops.mlaDecodeAbsorbed(o.c, q.c, cache.c, kvB.c, seq, p);
-          gpu.ops.mlaDecodeAbsorbed(o.g, q.g, cache.g, kvB.g, seq, p);
-          check(t, `L=${L} mlaDecodeAbsorbed ctx=${ctx} n=1`, o, 1e-7);
-        } else cpu.ops.mlaPrefillExpanded(o.c, q.c, cache.c, kvB.c, seq, p);
-        // Prefill in every mode, n = 1 included. Tolerances: the f32 absorbed kernels and the split
-        // (hi + lo bf16, three MMAs) flash kernel stay near f32 (1e-7); the one-MMA bf16 flash kernel
-        // rounds q, k, v and p to bf16 (8 significant bits): NMSE ≤ 1e-4.
-        for (const [mode, tol] of [['absorbed', 1e-7], ['flash-split', 1e-7], ['flash-bf16', 1e-4]] as const) {
-          gpu.upload(o.g, new Float64Array(n * H * Dv).fill(NaN));
-          gpu.c.mlaPrefill = mode;
-          gpu.ops.mlaPrefillExpanded(o.g, q.g, cache.g, kvB.g, seq, p);
-          check(t, `L=${L} mlaPrefillExpanded ${mode} ctx=${ctx} n=${n}`, o, tol);
-        }
-        gpu.c.mlaPrefill = mode0;
+        attendEveryMode(t, `L=${L}`, cache, kvB, seq, p, n);
         ctx += n;
       }
     }
@@ -332,7 +342,6 @@ describe('cuda ops vs cpu', { skip }, () => {
   // bf16; the CPU keeps f32 storage and the model rounds what it writes through bf16 (roundBf16), so
   // both caches must hold identical values (NMSE 0) and the attention the same tolerances as f32.
   test('MLA with a bf16 latent cache: cache write rounds as the CPU does (exact), decode and every prefill mode', (t) => {
-    const mode0 = gpu.c.mlaPrefill;
     // Odd row width (L + Dr = 17) takes the unpaired bf16 reads; the rest read bf16 pairs.
     for (const [H, Dn, Dr, Dv, L] of [[4, 6, 4, 5, 12], [2, 6, 4, 5, 13], [4, 128, 64, 128, 512], [3, 32, 32, 64, 64]]) {
       const p: MlaParams = { nHeads: H, qkNope: Dn, qkRope: Dr, vHead: Dv, kvLora: L, scale: (Dn + Dr) ** -0.5, blockSize: 16 };
@@ -349,20 +358,7 @@ describe('cuda ops vs cpu', { skip }, () => {
         cpu.ops.mlaCacheWrite(cache.c, ckv.c, kpe.c, seq, p);
         gpu.ops.mlaCacheWrite(cache.g, ckv.g, kpe.g, seq, p); // unrounded f32 in, rounded by the kernel
         check(t, `L=${L} bf16 cache after ctx=${ctx} n=${n}`, cache, 0);
-        const q = rand([n, H * (Dn + Dr)], 0.5);
-        const o = out([n, H * Dv]);
-        if (n === 1) {
-          cpu.ops.mlaDecodeAbsorbed(o.c, q.c, cache.c, kvB.c, seq, p);
-          gpu.ops.mlaDecodeAbsorbed(o.g, q.g, cache.g, kvB.g, seq, p);
-          check(t, `L=${L} bf16 cache mlaDecodeAbsorbed ctx=${ctx} n=1`, o, 1e-7);
-        } else cpu.ops.mlaPrefillExpanded(o.c, q.c, cache.c, kvB.c, seq, p);
-        for (const [mode, tol] of [['absorbed', 1e-7], ['flash-split', 1e-7], ['flash-bf16', 1e-4]] as const) {
-          gpu.upload(o.g, new Float64Array(n * H * Dv).fill(NaN));
-          gpu.c.mlaPrefill = mode;
-          gpu.ops.mlaPrefillExpanded(o.g, q.g, cache.g, kvB.g, seq, p);
-          check(t, `L=${L} bf16 cache mlaPrefillExpanded ${mode} ctx=${ctx} n=${n}`, o, tol);
-        }
-        gpu.c.mlaPrefill = mode0;
+        attendEveryMode(t, `L=${L} bf16 cache`, cache, kvB, seq, p, n);
         ctx += n;
       }
     }
