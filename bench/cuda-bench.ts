@@ -45,12 +45,13 @@ function main(): void {
     options: {
       geometry: { type: 'string', default: 'flash' }, decode: { type: 'string', default: '1' }, ctx: { type: 'string', default: '1024' },
       prefill: { type: 'string', default: '' }, chunk: { type: 'string', default: '8192' }, steps: { type: 'string', default: '20' },
-      mla: { type: 'string', default: '' }, moe: { type: 'string', default: '' }, 'moe-chunk': { type: 'string', default: '' }, profile: { type: 'boolean', default: false }, graphs: { type: 'boolean', default: false }, split: { type: 'string', default: '1' }, 'kv-cache-dtype': { type: 'string', default: 'auto' }, 'matmul-inputs': { type: 'string', default: 'f32' }, out: { type: 'string', default: 'bench/results/cuda-bench.json' },
+      mla: { type: 'string', default: '' }, moe: { type: 'string', default: '' }, 'moe-chunk': { type: 'string', default: '' }, profile: { type: 'boolean', default: false }, graphs: { type: 'boolean', default: false }, split: { type: 'string', default: '1' }, 'kv-cache-dtype': { type: 'string', default: 'auto' }, 'matmul-inputs': { type: 'string', default: 'bf16' }, out: { type: 'string', default: 'bench/results/cuda-bench.json' },
     },
   });
   const batches = list(values.decode), ctxs = list(values.ctx), prompts = list(values.prefill);
   const chunk = Number(values.chunk), steps = Number(values.steps);
-  // --matmul-inputs bf16: weight-matmul inputs rounded to bf16, one GEMM per matmul (backend.ts MatmulInputs).
+  // --matmul-inputs (default bf16, the engine's CUDA default): bf16 rounds weight-matmul inputs, one
+  // GEMM per matmul; f32 is the f32-faithful hi + lo split (backend.ts MatmulInputs).
   const be = new CudaBackend({ dummyWeights: { seed: 1 }, matmulInputs: values['matmul-inputs'] === 'bf16' ? 'bf16' : 'f32' });
   const c = be.c, d = c.driver;
   // --split 0: prefill GEMMs on bf16-rounded activations (one GEMM instead of the f32-faithful two).

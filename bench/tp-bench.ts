@@ -6,8 +6,9 @@
  * step over the D2D copy bandwidth measured on GPU 0 in this run, plus the measured all-reduce time
  * of the step's 2·L + 1 all-reduces. Prefill floor: the prefill's FLOPs / tp over the cuBLASLt
  * bf16 GEMM rate measured here, plus its measured all-reduce time. Decode runs eagerly and as CUDA
- * graphs with the collectives captured inside (Model.step, on every rank).
- *   node dist/bench/tp-bench.js --tp 2 --layers 16 [--prefill N] [--out FILE]
+ * graphs with the collectives captured inside (Model.step, on every rank). --matmul-inputs as the
+ * engine's (default bf16 on CUDA; f32: f32-faithful split GEMMs).
+ *   node dist/bench/tp-bench.js --tp 2 --layers 16 [--prefill N] [--matmul-inputs bf16|f32] [--out FILE]
  */
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -22,7 +23,7 @@ import { loadWeights } from '../src/model/weights.js';
 import { eventTimer } from './event-timer.js';
 import { prefillFlops } from './geometry.js';
 
-const { values } = parseArgs({ options: { tp: { type: 'string', default: '2' }, layers: { type: 'string', default: '16' }, ctx: { type: 'string', default: '512' }, prefill: { type: 'string', default: '8192' }, out: { type: 'string' } } });
+const { values } = parseArgs({ options: { tp: { type: 'string', default: '2' }, layers: { type: 'string', default: '16' }, ctx: { type: 'string', default: '512' }, prefill: { type: 'string', default: '8192' }, out: { type: 'string' }, 'matmul-inputs': { type: 'string', default: 'bf16' } } });
 const tp = Number(values.tp), L = Number(values.layers), ctx = Number(values.ctx), P = Number(values.prefill);
 const raw = lingFlashConfig(L);
 const maxSeqs = 64, maxBatchTokens = P, blockSize = 16;
@@ -30,7 +31,8 @@ const open = { maxSeqs, maxBatchTokens, blockSize, maxModelLen: Math.max(P, ctx)
 const log = (s: string): void => void process.stdout.write(s + '\n');
 
 const t0 = performance.now();
-const group = await TpGroup.start(tp, { config: raw, dummySeed: 1 }, open);
+const matmulInputs = values['matmul-inputs'] === 'f32' ? 'f32' : 'bf16';
+const group = await TpGroup.start(tp, { config: raw, dummySeed: 1, matmulInputs }, open);
 const { config, naming } = parseConfig(raw);
 const spec = buildSpec(config, naming, 'default', { rank: 0, size: tp });
 const be = group.be;
@@ -39,7 +41,7 @@ const model = new Model(be, spec, weights, maxBatchTokens, Math.min(maxSeqs, max
 const cache = new HybridCache(be, cacheGeometry(spec), { maxSeqs, numBlocks: Math.ceil(open.cacheTokens / blockSize), blockSize });
 be.sync();
 const mem = be.c.driver.memInfo();
-log(`tp ${tp}, ${L} layers: loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s; GPU 0 uses ${((mem.total - mem.free) / 1e9).toFixed(1)} GB`);
+log(`tp ${tp}, ${L} layers, ${matmulInputs} matmul inputs: loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s; GPU 0 uses ${((mem.total - mem.free) / 1e9).toFixed(1)} GB`);
 
 const C = config.hidden_size;
 // Ceilings measured on GPU 0 in this run: D2D copy (bytes read + written) and a bf16 cuBLASLt GEMM.

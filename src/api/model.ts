@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Backend, MatmulInputs } from '../backend/backend.js';
-import { selectBackend, type DeviceName } from '../backend/select.js';
+import { defaultMatmulInputs, selectBackend, type DeviceName } from '../backend/select.js';
 import { EngineDriver } from '../engine/driver.js';
 import type { Engine, FinishReason, GenerateResult, LogprobEntry } from '../engine/engine.js';
 import { openModel, type OpenedModel } from '../engine/open.js';
@@ -57,9 +57,10 @@ export interface LoadModelOptions {
    */
   readonly maxBatchTokens?: number;
   /**
-   * Weight-matmul inputs: 'f32' (default; on a GPU an f32-faithful bf16 hi + lo split, equal to the
-   * CPU to ~1e-10) or 'bf16' (rounded to bf16 first, fp32 accumulation: a bf16 engine's numerics,
-   * half the tensor-core work of a prefill). Tensor parallelism runs 'f32' only for now.
+   * Weight-matmul inputs (backend.ts MatmulInputs): 'bf16' (default on CUDA, with or without tensor
+   * parallelism: rounded to bf16 first, fp32 accumulation, a bf16 engine's numerics at half the
+   * tensor-core work of 'f32') or 'f32' (default on the CPU; on a GPU an f32-faithful bf16 hi + lo
+   * split, equal to the CPU to ~1e-10).
    */
   readonly matmulInputs?: MatmulInputs;
   /** Latent-cache capacity in tokens over all sequences (default maxNumSeqs × maxModelLen). */
@@ -358,11 +359,11 @@ export async function loadModel(options: LoadModelOptions = {}): Promise<Bailing
   const tp = options.tp ?? 1;
   if (!Number.isInteger(tp) || tp < 1) throw new InvalidRequestError(`tp must be a positive integer, got ${tp}`, 'tp');
   if (options.matmulInputs !== undefined && options.matmulInputs !== 'f32' && options.matmulInputs !== 'bf16') throw new InvalidRequestError(`matmul inputs "${String(options.matmulInputs)}" (expected f32 or bf16)`, 'matmul_inputs');
-  if (tp > 1 && options.matmulInputs === 'bf16') throw new InvalidRequestError(`tp ${tp}: matmul inputs bf16 is not implemented with tensor parallelism yet (use f32)`, 'matmul_inputs');
   if (tp > 1 && options.device !== 'cuda') throw new InvalidRequestError(`tp ${tp}: tensor parallelism needs --device cuda (one process per GPU over NCCL)`, 'tp');
   // tp > 1: this process is rank 0 on GPU 0; tp.ts forks the other ranks (issue 6).
-  const group = tp > 1 ? await TpGroup.start(tp, { dir }, { compat: options.compat, maxModelLen: options.maxModelLen, maxSeqs: options.maxNumSeqs, maxBatchTokens: options.maxBatchTokens ?? GPU_BATCH_TOKENS, cacheTokens: options.cacheTokens, kvCacheDtype: options.kvCacheDtype }) : null;
-  const be = group ? group.backend() : selectBackend(options.device ?? 'auto', { threads: options.threads, dummySeed: options.loadFormat === 'dummy' ? (options.seed ?? 0) : undefined, matmulInputs: options.matmulInputs });
+  const dummySeed = options.loadFormat === 'dummy' ? (options.seed ?? 0) : undefined;
+  const group = tp > 1 ? await TpGroup.start(tp, { dir, dummySeed, matmulInputs: options.matmulInputs ?? defaultMatmulInputs('cuda') }, { compat: options.compat, maxModelLen: options.maxModelLen, maxSeqs: options.maxNumSeqs, maxBatchTokens: options.maxBatchTokens ?? GPU_BATCH_TOKENS, cacheTokens: options.cacheTokens, kvCacheDtype: options.kvCacheDtype }) : null;
+  const be = group ? group.backend() : selectBackend(options.device ?? 'auto', { threads: options.threads, dummySeed, matmulInputs: options.matmulInputs });
   const maxBatchTokens = options.maxBatchTokens ?? (be.name === 'cuda' ? GPU_BATCH_TOKENS : CPU_BATCH_TOKENS);
   try {
     options.onProgress?.({ phase: 'tokenizer', done: 0, total: 1 });

@@ -13,6 +13,7 @@ import { CudaBackend } from '../backend/cuda/cuda-backend.js';
 import { Nccl } from '../backend/cuda/nccl.js';
 import { HybridCache } from '../cache/hybrid-cache.js';
 import { engineSizes } from '../engine/open.js';
+import { loadDummyDir } from '../engine/open-dummy.js';
 import { FrameReader, StepFollower } from '../engine/tp-step.js';
 import { cacheGeometry } from '../model/cache-spec.js';
 import { buildSpec, parseConfig } from '../model/config.js';
@@ -40,9 +41,9 @@ function start(init: TpInit): void {
   const nccl = Nccl.open();
   const id = new Uint8Array(Buffer.from(init.ncclId, 'base64'));
   const src = init.source;
-  const be = new CudaBackend({ device: init.rank, dummyWeights: src.dummySeed !== undefined ? { seed: src.dummySeed } : undefined, tp: () => ({ nccl, comm: nccl.commInitRank(init.size, id, init.rank), rank: init.rank, size: init.size }) });
+  const be = new CudaBackend({ device: init.rank, dummyWeights: src.dummySeed !== undefined ? { seed: src.dummySeed } : undefined, matmulInputs: src.matmulInputs, tp: () => ({ nccl, comm: nccl.commInitRank(init.size, id, init.rank), rank: init.rank, size: init.size }) });
   let loaded;
-  if (src.dir) loaded = loadModelDir(src.dir, be, init.open.compat ?? 'default', undefined, shard);
+  if (src.dir) loaded = (src.dummySeed !== undefined ? loadDummyDir : loadModelDir)(src.dir, be, init.open.compat ?? 'default', undefined, shard);
   else {
     const { config, naming } = parseConfig(src.config);
     const spec = buildSpec(config, naming, init.open.compat ?? 'default', shard);

@@ -24,7 +24,7 @@ import { fileURLToPath } from 'node:url';
 import { CudaBackend, cudaUnavailableReason } from '../backend/cuda/cuda-backend.js';
 import { CudaDriver } from '../backend/cuda/driver.js';
 import { GATE_ABORTED, GATE_ABORTING, GATE_RUNNING, hardExit, Nccl } from '../backend/cuda/nccl.js';
-import type { Backend, StepMode } from '../backend/backend.js';
+import type { Backend, MatmulInputs, StepMode } from '../backend/backend.js';
 import type { OpenOptions } from '../engine/open.js';
 import { encodeStep } from '../engine/tp-step.js';
 import type { StepBatch, StepPeers } from '../model/step.js';
@@ -45,11 +45,16 @@ export function tpGpuCount(): number {
 /** A tensor-parallel rank died or stopped answering. */
 export class TpRankError extends BailingError {}
 
-/** What every rank loads: a model directory, or a raw config with dummy weights (benchmarks). */
+/**
+ * What every rank loads: a model directory, or a raw config with dummy weights (benchmarks); a
+ * directory with dummySeed is its config.json with dummy weights (`--load-format dummy`).
+ */
 export interface TpModelSource {
   readonly dir?: string;
   readonly config?: Record<string, unknown>;
   readonly dummySeed?: number;
+  /** Every rank's weight-matmul inputs (CudaBackendOptions.matmulInputs; default f32). */
+  readonly matmulInputs?: MatmulInputs;
 }
 
 /** Sent to each child over IPC at start. */
@@ -127,7 +132,7 @@ export class TpGroup implements StepPeers {
       kill();
     });
     try {
-      const be = new CudaBackend({ device: 0, dummyWeights: source.dummySeed !== undefined ? { seed: source.dummySeed } : undefined, tp: () => ({ nccl, comm: nccl.commInitRank(size, id, 0), rank: 0, size }) });
+      const be = new CudaBackend({ device: 0, dummyWeights: source.dummySeed !== undefined ? { seed: source.dummySeed } : undefined, matmulInputs: source.matmulInputs, tp: () => ({ nccl, comm: nccl.commInitRank(size, id, 0), rank: 0, size }) });
       guard = TpGuard.start(
         children.map((c) => c.pid ?? -1),
         Nccl.address(be.tp!.comm),

@@ -38,8 +38,9 @@ model and runtime:
                            --device cuda; the model dir needs only config.json)
   --kv-cache-dtype auto|bf16|f32
                            MLA latent / GQA KV cache values (default auto: bf16 on cuda, f32 on cpu)
-  --matmul-inputs f32|bf16 weight-matmul inputs: f32 (default; f32-faithful on the GPU) or rounded to
-                           bf16 with fp32 accumulation (a bf16 engine's numerics, faster GPU prefill)
+  --matmul-inputs f32|bf16 weight-matmul inputs: bf16 (default on cuda: rounded to bf16, fp32
+                           accumulation, a bf16 engine's numerics) or f32 (default on cpu; on cuda
+                           f32-faithful split GEMMs, equal to the CPU to ~1e-10, ~1.6x slower prefill)
 
 sampling (generate, chat):
   --max-tokens N --temperature T --top-k K --top-p P --min-p P --seed S

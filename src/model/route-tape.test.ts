@@ -1,7 +1,8 @@
 /**
  * RouteTape (test-harness.ts): recording on one backend and replaying on another imposes the
  * recorded experts, finds every row where the replaying backend chose differently, and tells a
- * near-tie (gap within the measured score noise) from a real disagreement.
+ * near-tie (gap within the measured score noise) from a real disagreement. A replay may cut the
+ * recorded positions into other steps.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -55,6 +56,22 @@ for (const name of ['base', 'odd']) {
       assert.equal(f.explained, false, `a forced wrong expert passed as a near-tie: ${JSON.stringify(f)}`);
       for (let i = 0; i < f.pos; i++) assert.ok(compare(bad.logits[i], free.logits[i]).nmse === 0, `position ${i} before the flip moved`);
       assert.ok(compare(bad.logits[f.pos], free.logits[f.pos]).nmse > 1e-6, 'the tampered position did not move');
+    } finally {
+      cpu.dispose();
+    }
+  });
+
+  test(`${name}: a recording of one whole prefill replays onto chunks of 5 and 40 positions (rows found by layer and position); an unrecorded position is refused by name`, () => {
+    const cpu = new CpuBackend({ threads: 2 });
+    try {
+      const tape = new RouteTape();
+      const whole = runPrompt(harness(dir, tape.record(cpu)), ids, ids.length, undefined, tape);
+      for (const chunk of [5, 40]) {
+        const cut = runPrompt(harness(dir, tape.replay(cpu)), ids, chunk, undefined, tape);
+        assert.deepEqual(tape.flips.map((f) => ({ ...f })), [], `chunk ${chunk}: flips against the CPU's own whole-prefill routing`);
+        for (let i = 0; i < ids.length; i++) assert.ok(compare(cut.logits[i], whole.logits[i]).nmse < 1e-10, `chunk ${chunk}, position ${i}`);
+      }
+      assert.throws(() => runPrompt(harness(dir, tape.replay(cpu)), [...ids, 7], 64, undefined, tape), /MoE layer 0 at position 40 .*was not recorded/);
     } finally {
       cpu.dispose();
     }

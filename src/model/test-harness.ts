@@ -152,6 +152,8 @@ export function forwardMixed(h: Harness, seqs: readonly CacheSeq[], parts: reado
 interface RouteCall {
   /** Position of row 0 (single-sequence steps, as runPrompt makes them). */
   readonly pos0: number;
+  /** Which moeRoute call of its step this was (the MoE layer's ordinal). */
+  readonly layer: number;
   readonly T: number;
   readonly E: number;
   readonly K: number;
@@ -179,16 +181,21 @@ export interface RouteFlip {
  * makes another backend take the recorded experts (weights from its own scores, so only the choice
  * is imposed; `force` false: keep its own) and lists every row where its own choice differed, with
  * the recorded gap and the measured score noise, so a test can tell a near-tie from a bug and still
- * compare the rest strictly. Replays must make the recorded run's calls in the same order.
+ * compare the rest strictly. A replay finds each row's record by (MoE layer ordinal in its step,
+ * position), so it may cut the same positions into other steps (chunked vs whole prefill); every
+ * position it routes must have been recorded.
  */
 export class RouteTape {
   readonly calls: RouteCall[] = [];
   readonly flips: RouteFlip[] = [];
   private pos0 = 0;
-  private next = 0;
+  private layer = 0;
+  /** `${layer}:${pos}` → [call, row] of the recording. */
+  private readonly rows = new Map<string, [number, number]>();
 
   beginStep(pos0: number): void {
     this.pos0 = pos0;
+    this.layer = 0;
   }
 
   /** Smallest gap between the K-th and (K+1)-th selection score over all recorded rows. */
@@ -214,29 +221,32 @@ export class RouteTape {
       moeRoute: (ids, weights, logits, bias, p) => {
         be.ops.moeRoute(ids, weights, logits, bias, p);
         const [T, E] = logits.shape, K = ids.shape[1];
-        this.calls.push({ pos0: this.pos0, T, E, K, ids: Int32Array.from(down(be, ids)), sel: selection(down(be, logits), bias && down(be, bias), T, E, p) });
+        const layer = this.layer++;
+        for (let t = 0; t < T; t++) this.rows.set(`${layer}:${this.pos0 + t}`, [this.calls.length, t]);
+        this.calls.push({ pos0: this.pos0, layer, T, E, K, ids: Int32Array.from(down(be, ids)), sel: selection(down(be, logits), bias && down(be, bias), T, E, p) });
       },
     });
   }
 
   replay(be: Backend, force = true): Backend {
-    this.next = 0;
     this.flips.length = 0;
     return withOps(be, {
       ...be.ops,
       moeRoute: (ids, weights, logits, bias, p) => {
-        const i = this.next++;
-        const rec = this.calls[i];
+        const layer = this.layer++;
         const [T, E] = logits.shape, K = ids.shape[1];
-        if (rec === undefined || rec.T !== T || rec.E !== E || rec.K !== K) throw new Error(`RouteTape: call ${i} [${T}, ${E}] top-${K} does not match the recording`);
         be.ops.moeRoute(ids, weights, logits, bias, p);
         const own = down(be, ids), lv = down(be, logits);
         const sel = selection(lv, bias && down(be, bias), T, E, p);
-        const scores = new Float64Array(E), w = new Float64Array(T * K);
+        const scores = new Float64Array(E), w = new Float64Array(T * K), recIds = new Int32Array(T * K);
         for (let t = 0; t < T; t++) {
+          const at = this.rows.get(`${layer}:${this.pos0 + t}`);
+          const rec = at && this.calls[at[0]];
+          if (at === undefined || rec === undefined || rec.E !== E || rec.K !== K) throw new Error(`RouteTape: MoE layer ${layer} at position ${this.pos0 + t} ([${E}] top-${K}) was not recorded`);
           const mine = new Set(Array.from(own.subarray(t * K, (t + 1) * K)));
-          const theirs = Array.from(rec.ids.subarray(t * K, (t + 1) * K));
-          if (!theirs.every((e) => mine.has(e))) this.flips.push(flipAt(i, rec, t, mine, sel, p));
+          const theirs = Array.from(rec.ids.subarray(at[1] * K, (at[1] + 1) * K));
+          recIds.set(theirs, t * K);
+          if (!theirs.every((e) => mine.has(e))) this.flips.push(flipAt(at[0], rec, at[1], mine, sel.subarray(t * E, (t + 1) * E), p));
           if (!force) continue;
           // Their experts, our scores: the weights as this backend's router would give them.
           scoreRow(lv, t * E, E, p.scoreFunction, scores);
@@ -246,7 +256,7 @@ export class RouteTape {
           theirs.forEach((e, k) => (w[t * K + k] = (scores[e] / denom) * p.routedScalingFactor));
         }
         if (!force) return;
-        be.upload(ids, rec.ids);
+        be.upload(ids, recIds);
         be.upload(weights, w);
       },
     });
@@ -268,13 +278,14 @@ function selection(logits: Float64Array, bias: Float64Array | null, T: number, E
 }
 
 /**
- * Row t's flip: the recorded side preferred a (taken) over b (ours instead) by gap; each score moved
+ * Row t of recorded call `rec` flipped (`ours`: the replaying side's selection scores of that row):
+ * the recorded side preferred a (taken) over b (ours instead) by gap; each score moved
  * by at most `noise`, so the choice may legitimately turn when gap ≤ 2·noise (a group choice, a sum
  * of two scores per group, when gap ≤ 4·noise).
  */
-function flipAt(call: number, rec: RouteCall, t: number, mine: Set<number>, sel: Float64Array, p: RouterParams): RouteFlip {
+function flipAt(call: number, rec: RouteCall, t: number, mine: Set<number>, ours: Float64Array, p: RouterParams): RouteFlip {
   const { E, K } = rec;
-  const ref = rec.sel.subarray(t * E, (t + 1) * E), ours = sel.subarray(t * E, (t + 1) * E);
+  const ref = rec.sel.subarray(t * E, (t + 1) * E);
   let noise = 0;
   for (let e = 0; e < E; e++) noise = Math.max(noise, Math.abs(ours[e] - ref[e]));
   const theirs = new Set(Array.from(rec.ids.subarray(t * K, (t + 1) * K)));

@@ -103,11 +103,11 @@ export class CudaContext {
   moeGemmMinT: number = positiveInt('BAILING_MOE_GEMM_MIN_T', process.env.BAILING_MOE_GEMM_MIN_T, 512);
   /**
    * Tokens per pass of the MoE prefill GEMMs (BAILING_MOE_CHUNK): each pass reads every hit expert's
-   * weights once, and its permuted scratch grows with it (~0.15 MB a token at C = 4096, K = 8).
-   * 4096 is what bench/RESULTS.md measured; 8192 (the engine's whole default CUDA step) halves the
-   * weight reads of an 8k prefill and is the next thing to measure.
+   * weights once, and its permuted scratch grows with it (~0.15 MB a token at K = 8). 8192, the
+   * engine's whole default CUDA step: an 8k prefill of the flash cut took 84.0 ms against 92.4 ms in
+   * passes of 4096 (bf16 inputs; f32 138.2 vs 149.1 ms; H100, bench/RESULTS.md).
    */
-  moeChunk: number = positiveInt('BAILING_MOE_CHUNK', process.env.BAILING_MOE_CHUNK, 4096);
+  moeChunk: number = positiveInt('BAILING_MOE_CHUNK', process.env.BAILING_MOE_CHUNK, 8192);
   /** When set, every launch is bracketed by events and timed per kernel name (costs ~µs a launch). */
   profile: KernelProfile | null = null;
   mode: LaunchMode = 'eager';
