@@ -144,6 +144,7 @@ test('tp gpu: tiny-brown TP 2 = TP 1 with bf16 matmul inputs (logits NMSE ≤ 1e
   be1.dispose();
   const { h, group } = await tpHarness(brown, 2, undefined, 'bf16', (be) => tape.replay(be, false));
   try {
+    assert.equal(group.be.c.bf16Inputs, true, 'rank 0 does not round its matmul inputs');
     const many = greedy(h, prompt, 12, false, tape);
     // Positions before the first differing greedy token had the same inputs on both sides.
     const div = many.tokens.findIndex((tk, i) => tk !== one.tokens[i]);

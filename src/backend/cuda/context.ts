@@ -37,6 +37,7 @@ export interface KernelProfile {
 export type MlaPrefillMode = 'flash-split' | 'flash-bf16' | 'absorbed';
 export type LightningPrefillMode = 'tc-split' | 'tc-bf16' | 'recurrent';
 export type MoePrefillMode = 'cublas' | 'grouped';
+export type MlaDecodeMode = 'tc' | 'cuda-core';
 
 /** The mode environment variable `name` names (unset or empty: the first of `modes`, the default). */
 function envMode<M extends string>(name: string, modes: readonly M[]): M {
@@ -99,6 +100,8 @@ export class CudaContext {
    * rounds q, k, v with bf16Inputs too). BAILING_LIGHTNING_PREFILL overrides.
    */
   lightningPrefill: LightningPrefillMode = envMode<LightningPrefillMode>('BAILING_LIGHTNING_PREFILL', ['tc-split', 'tc-bf16', 'recurrent']);
+  /** MLA decode kernel (BAILING_MLA_DECODE): 'tc' (tensor cores, when mlaDecodeTc allows) or 'cuda-core'. */
+  mlaDecode: MlaDecodeMode = envMode<MlaDecodeMode>('BAILING_MLA_DECODE', ['tc', 'cuda-core']);
   /** Smallest step (> 8 tokens) that takes the MoE prefill path; tests lower it (BAILING_MOE_GEMM_MIN_T). */
   moeGemmMinT: number = positiveInt('BAILING_MOE_GEMM_MIN_T', process.env.BAILING_MOE_GEMM_MIN_T, 512);
   /**

@@ -1,7 +1,6 @@
 /**
  * Which kernels and GEMMs the prefill launchers (MLA and lightning attention, the MoE grouped GEMMs)
- * choose in each numeric mode, on a
- * recording driver (recording-driver.ts: every kernel named must be declared in its .cu file, every
+ * and the MLA decode choose in each numeric mode and cache dtype, on a recording driver (recording-driver.ts: every kernel named must be declared in its .cu file, every
  * launch must pass one argument per signature letter). This runs in CI without a GPU; what the
  * chosen kernels compute is tested against the CPU on the GPU (ops.gpu.test.ts,
  * matmul-inputs.gpu.test.ts).
@@ -10,7 +9,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { LightningParams, MlaParams } from '../backend.js';
 import { CUDA_R_16BF, CUDA_R_32F } from './driver.js';
-import { cudaLightningPrefill, cudaMlaPrefill } from './ops-attention.js';
+import { cudaLightningPrefill, cudaMlaAttention, cudaMlaPrefill } from './ops-attention.js';
 import { moeExpertsFast } from './ops-moe.js';
 import { recordingContext } from './recording-driver.js';
 
@@ -101,3 +100,23 @@ test('MoE prefill launch plan: one grouped GEMM pair per moeChunk tokens (wgmma 
     for (const l of d.launches.filter((x) => x.name.startsWith('moe_gw'))) assert.ok(l.smem <= 227 * 1024, `${l.name}: ${l.smem} bytes of shared memory`);
   }
 });
+
+for (const [what, Hd, Ld, Drd, cache, mode, kernel, grid] of [
+  ['flash heads, bf16 cache', 32, 512, 64, 'bf16', 'tc', 'mla_decode_tc_bf16', [64, 1, 1]],
+  ['40 heads: two head groups', 40, 512, 64, 'bf16', 'tc', 'mla_decode_tc_bf16', [64, 2, 1]],
+  ['f32 cache', 32, 512, 64, 'f32', 'tc', 'mla_attend_paged_f32', [32, 1, 32]],
+  ['kv_lora_rank 64', 4, 64, 32, 'bf16', 'tc', 'mla_attend_paged_bf16', [4, 1, 32]],
+  ['rope 16 (row width 528, not whole k32 steps)', 4, 512, 16, 'bf16', 'tc', 'mla_attend_paged_bf16', [4, 1, 32]],
+  ['BAILING_MLA_DECODE=cuda-core', 32, 512, 64, 'bf16', 'cuda-core', 'mla_attend_paged_bf16', [32, 1, 32]],
+] as const)
+  test(`MLA decode launch plan: ${what} → ${kernel}, grid ${grid.join('×')}`, () => {
+    const { c, d, t } = recordingContext();
+    c.mlaDecode = mode;
+    const pd: MlaParams = { nHeads: Hd, qkNope: 128, qkRope: Drd, vHead: 128, kvLora: Ld, scale: 0.07, blockSize: 16 };
+    const q = t('f32', [1, Hd * (128 + Drd)]), out = t('f32', [1, Hd * 128]), kvB = t('f32', [Hd * 256, Ld]);
+    cudaMlaAttention(c, out, q, t(cache, [4096, Ld + Drd]), kvB, { blockTable: Int32Array.from({ length: 256 }, (_, b) => b), ctxStart: 3000 }, pd);
+    assert.deepEqual(d.names(), ['mla_absorbq_f32', kernel, 'mla_combine_f32', 'mla_outproj_f32']);
+    const l = d.launches[1];
+    assert.deepEqual(l.grid, grid);
+    assert.ok(l.smem <= 227 * 1024, `shared memory ${l.smem}`);
+  });

@@ -19,12 +19,28 @@ const F = {
   lightningChunked: 'src/ops/lightning/lightning-chunked.cu',
   mla: 'src/ops/mla/mla.cu',
   mlaFlash: 'src/ops/mla/mla-flash.cu',
+  mlaDecodeTc: 'src/ops/mla/mla-decode-tc.cu',
   gqa: 'src/ops/gqa/gqa.cu',
   moe: 'src/ops/moe/moe.cu',
 } as const;
 
-/** Context splits of an MLA decode (fixed, so a captured decode step fits every context length). */
-const MLA_DECODE_SPLITS = 32;
+/**
+ * Context splits of an MLA decode (fixed, so a captured decode step fits every context length):
+ * per-head CUDA-core kernel / tensor-core kernel (a block there owns every head of a group, so it
+ * takes more splits to keep the SMs busy: flash cut, 32k context, batch 1: 2.50 ms a step with 32,
+ * 2.43 with 64; H100, bench/RESULTS.md).
+ */
+const MLA_DECODE_SPLITS = 32, MLA_DECODE_TC_SPLITS = 64;
+
+/**
+ * Whether an MLA decode runs on the tensor-core kernel (mla-decode-tc.cu: all heads of a group per
+ * block, f32-faithful hi + lo products): a bf16 latent cache (exact bf16 B operands), kv_lora_rank
+ * 512 (as instantiated; every v2.5 model) and a row width in whole k32 steps, on sm_80+ (bf16
+ * mma.sync). BAILING_MLA_DECODE=cuda-core keeps the per-head CUDA-core kernel (mla.cu).
+ */
+export function mlaDecodeTc(c: CudaContext, cd: 'f32' | 'bf16', L: number, Dr: number): boolean {
+  return c.mlaDecode === 'tc' && cd === 'bf16' && L === 512 && (L + Dr) % 32 === 0 && c.info.major >= 8;
+}
 
 function checkHeadDim(D: number, what: string): void {
   // One thread per value column.
@@ -206,8 +222,9 @@ export function cudaMlaAttention(c: CudaContext, out: Tensor, q: Tensor, cache: 
   // Decode (n = 1): a fixed split count and the block table padded to a power of two (≥ 64
   // blocks), so the arguments keep their shape as the context grows and a captured graph replays.
   const decode = n === 1 && H < 2 * c.info.sms;
+  const tc = decode && mlaDecodeTc(c, cd, L, Dr);
   // Split the context over more blocks when (query, head) pairs alone cannot fill the GPU.
-  const S = decode ? MLA_DECODE_SPLITS : n * H >= 2 * c.info.sms ? 1 : Math.min(32, Math.max(1, Math.ceil(ctx / 64)));
+  const S = tc ? MLA_DECODE_TC_SPLITS : decode ? MLA_DECODE_SPLITS : n * H >= 2 * c.info.sms ? 1 : Math.min(32, Math.max(1, Math.ceil(ctx / 64)));
   const qlat = c.scratch('mla-qlat', n * H * L * 4);
   const olat = c.scratch('mla-olat', n * H * L * 4);
   const part = c.scratch('mla-part', n * H * S * (L + 2) * 4);
@@ -218,8 +235,16 @@ export function cudaMlaAttention(c: CudaContext, out: Tensor, q: Tensor, cache: 
     const meta = new Int32Array(1 + Math.max(64, 2 ** Math.ceil(Math.log2(used))));
     meta[0] = seq.ctxStart;
     meta.set(seq.blockTable.subarray(0, used), 1);
-    const paged = c.kernel(F.mla, `mla_attend_paged_${cd}`, 'pppppiiiifi');
-    c.launch(paged, [H, n, S], 128, 4 * (L + Dr), [part, qlat, c.ptr(q), c.ptr(cache), c.hostArg('mla-meta', meta, { kind: 'mlaMeta', table: seq.blockTable, blockSize: p.blockSize }), H, Dn, Dr, L, scale, p.blockSize]);
+    const metaArg = c.hostArg('mla-meta', meta, { kind: 'mlaMeta', table: seq.blockTable, blockSize: p.blockSize });
+    if (tc) {
+      // Every head of a group of 32 per block: each latent row is read once per group, not per head.
+      // Shared memory: q hi + lo and 3 cache tiles of 32 rows (pitch P), scores, P hi + lo, stats.
+      const P = L + Dr + 8, smem = (2 + 3) * 32 * P * 2 + 32 * 33 * 4 + 2 * 32 * 40 * 2 + 3 * 32 * 4;
+      c.launch(c.kernel(F.mlaDecodeTc, 'mla_decode_tc_bf16', 'pppppiiifi'), [S, Math.ceil(H / 32), 1], 128, smem, [part, qlat, c.ptr(q), c.ptr(cache), metaArg, H, Dn, Dr, scale, p.blockSize]);
+    } else {
+      const paged = c.kernel(F.mla, `mla_attend_paged_${cd}`, 'pppppiiiifi');
+      c.launch(paged, [H, n, S], 128, 4 * (L + Dr), [part, qlat, c.ptr(q), c.ptr(cache), metaArg, H, Dn, Dr, L, scale, p.blockSize]);
+    }
   } else {
     const rows = cacheRows(seq, p.blockSize, 0, ctx, cache.shape[0], mlaCacheRow);
     const attend = c.kernel(F.mla, `mla_attend_${cd}`, 'pppppiiiiifi');

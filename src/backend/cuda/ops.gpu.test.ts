@@ -364,6 +364,52 @@ describe('cuda ops vs cpu', { skip }, () => {
     }
   });
 
+  // The tensor-core decode (mla-decode-tc.cu: every head of a group of 32 per block, hi + lo
+  // products): contexts from one row to many tiles per split, splits left empty at short contexts,
+  // a second, partly filled head group (40 heads); both kernels against the CPU (the difference
+  // between the two is reported).
+  test('MLA decode on tensor cores (bf16 latent cache, L 512): 32 and 40 heads, contexts 1..3001, both decode kernels vs CPU', (t) => {
+    const mode0 = gpu.c.mlaDecode;
+    try {
+      for (const H of [32, 40]) {
+        const p: MlaParams = { nHeads: H, qkNope: 128, qkRope: 64, vHead: 128, kvLora: 512, scale: 192 ** -0.5, blockSize: 16 };
+        const blocks = 190, W = p.kvLora + p.qkRope;
+        const cache = { c: cpu.alloc('f32', [blocks * 16, W]), g: gpu.alloc('bf16', [blocks * 16, W]) };
+        const blockTable = Int32Array.from({ length: blocks }, (_, b) => (b * 7 + 3) % blocks);
+        const kvB = rand([H * 256, p.kvLora], 1 / Math.sqrt(p.kvLora));
+        let ctx = 0;
+        for (const target of [0, 4, 32, 1023, 1100, 3000]) {
+          // Fill up to `target`, then one decode step at position `target`.
+          for (const n of [target - ctx, 1].filter((x) => x > 0)) {
+            const seq = { blockTable, ctxStart: ctx };
+            const ckv = rand([n, p.kvLora]), kpe = rand([n, p.qkRope]);
+            cpu.ops.roundBf16(ckv.c);
+            cpu.ops.roundBf16(kpe.c);
+            cpu.ops.mlaCacheWrite(cache.c, ckv.c, kpe.c, seq, p);
+            gpu.ops.mlaCacheWrite(cache.g, ckv.g, kpe.g, seq, p);
+            ctx += n;
+          }
+          const seq = { blockTable, ctxStart: target };
+          const q = rand([1, H * 192], 0.5);
+          const o = out([1, H * 128]);
+          cpu.ops.mlaDecodeAbsorbed(o.c, q.c, cache.c, kvB.c, seq, p);
+          const got: Float64Array[] = [];
+          for (const mode of ['tc', 'cuda-core'] as const) {
+            gpu.c.mlaDecode = mode;
+            gpu.upload(o.g, new Float64Array(H * 128).fill(NaN));
+            gpu.ops.mlaDecodeAbsorbed(o.g, q.g, cache.g, kvB.g, seq, p);
+            check(t, `H=${H} ctx=${target + 1} ${mode}`, o, 1e-7);
+            got.push(Float64Array.from(gpu.download(o.g)));
+          }
+          const s = compare(got[0], got[1]);
+          t.diagnostic(`H=${H} ctx=${target + 1}: tensor-core vs CUDA-core kernel ${fmtStats(s)}`);
+        }
+      }
+    } finally {
+      gpu.c.mlaDecode = mode0;
+    }
+  });
+
   test('GQA with a bf16 KV cache: cache write rounds as the CPU does (exact), attention (one block and split-context)', (t) => {
     for (const [H, KVH, D] of [[4, 2, 16], [8, 1, 128], [3, 3, 7]]) {
       const p = { nHeads: H, nKvHeads: KVH, headDim: D, scale: D ** -0.5, blockSize: 16 };
