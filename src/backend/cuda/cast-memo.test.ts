@@ -115,3 +115,27 @@ test('cudaMatmul with bf16 inputs: an f32 weight with a bf16 twin runs a bf16 GE
   cudaMatmul(c, o, x, router.rows(0, N), null);
   assert.equal(d.gemms.at(-1)!.abType, CUDA_R_32F);
 });
+
+test('cudaMatmul GEMV (T ≤ 8) with bf16 inputs: x rounded once into a copy for consecutive GEMVs at T ≥ 2, in the kernel at T = 1; f32 inputs never round', () => {
+  for (const [bf16Inputs, Tg, rounds, rx] of [[true, 4, 1, 0], [true, 8, 1, 0], [true, 1, 0, 1], [false, 4, 0, 0]] as const) {
+    const { c, d, t } = setup(bf16Inputs);
+    const x = t('f32', [Tg, K]), w1 = t('bf16', [N, K]), w2 = t('bf16', [N, K]), o1 = t('f32', [Tg, N]), o2 = t('f32', [Tg, N]);
+    cudaMatmul(c, o1, x, w1, null);
+    cudaMatmul(c, o2, x, w2, null);
+    const what = `${bf16Inputs ? 'bf16' : 'f32'} inputs, T = ${Tg}`;
+    assert.equal(d.names().filter((n) => n === 'matmul_round_f32').length, rounds, `${what}: ${d.names().join(' ')}`);
+    const gemvs = d.launches.filter((l) => l.name === `matmul_gemv2_bf16_t${Tg}`);
+    assert.equal(gemvs.length, 2, what);
+    for (const l of gemvs) assert.equal(l.args.at(-1), rx, `${what}: the kernel's own rounding flag`);
+    if (rounds > 0) {
+      assert.equal(gemvs[0].args[1], gemvs[1].args[1], `${what}: both GEMVs read the one rounded copy`);
+      assert.notEqual(gemvs[0].args[1], c.ptr(x), `${what}: the GEMVs read the copy, not x`);
+      // A write in between: rounded again.
+      c.noteWrite();
+      cudaMatmul(c, o1, x, w1, null);
+      assert.equal(d.names().filter((n) => n === 'matmul_round_f32').length, 2, `${what}: a write between two GEMVs of x`);
+    }
+  }
+  // The recording driver finds GEMV2(T)'s token-pasted names, and only the instantiated ones.
+  assert.throws(() => setup(true).c.kernel('src/ops/matmul/matmul.cu', 'matmul_gemv2_bf16_t9', 'ppppiiii'), /not declared/);
+});

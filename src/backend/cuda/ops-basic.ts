@@ -53,8 +53,10 @@ export function cudaMatmul(c: CudaContext, out: Tensor, x: Tensor, w: Tensor, bi
   const gemm = T > GEMV_MAX_T && K > 0;
   const V = w.dtype === 'bf16' ? 8 : 4; // elements per 16-byte load
   const gemv2 = !gemm && T <= 8 && K % V === 0 && c.ptr(w) % 16n === 0n && c.ptr(x) % 16n === 0n;
-  // bf16 inputs: the bf16-weight GEMM casts x itself and the v2 GEMV rounds x as it reads it; the
-  // f32-weight GEMM and the v1 GEMV read a rounded copy.
+  // bf16 inputs: the bf16-weight GEMM casts x itself; the v2 GEMV rounds x as it reads it at T = 1
+  // and reads a rounded copy at T ≥ 2, made once for consecutive GEMVs of the same x (castMemo; at
+  // T = 8 rounding each x value once per weight row made the GEMV ALU-bound: batch-8 decode steps
+  // took 11.5 ms against 9.5 with f32 inputs); the f32-weight GEMM and the v1 GEMV read a rounded copy.
   const rounded = (): bigint => (c.bf16Inputs ? roundedCopy(c, 'matmul-xr', c.ptr(x), T * K) : c.ptr(x));
   // bf16 inputs and an f32 weight with a bf16 twin (a bf16 checkpoint's router): the bf16 GEMM of
   // the twin forms the same products as the f32 GEMM of the rounded input, on tensor cores.
@@ -81,9 +83,7 @@ export function cudaMatmul(c: CudaContext, out: Tensor, x: Tensor, w: Tensor, bi
     if (ok) {
       if (bias) c.launch(c.kernel(F.matmul, 'matmul_bias_f32', 'ppli'), strideGrid(T * N), 256, 0, [c.ptr(out), pb, T, N]);
       // Nothing since the conversion wrote x's memory unless out overlaps it.
-      const o0 = c.ptr(out), x0 = c.ptr(x);
-      const apart = o0 + BigInt(T * N * 4) <= x0 || x0 + BigInt(T * K * 4) <= o0;
-      c.castMemo = cast !== null && apart ? { key: cast, at: c.writes } : null;
+      c.castMemo = cast !== null && apart(c, out, x, T, N, K) ? { key: cast, at: c.writes } : null;
       return;
     }
   }
@@ -91,12 +91,22 @@ export function cudaMatmul(c: CudaContext, out: Tensor, x: Tensor, w: Tensor, bi
     // Split K over wpr warps when N rows alone give under ~32 warps per SM, keeping ≥ 2 loads a lane.
     let wpr = 1;
     while (wpr < 8 && N * wpr * 2 <= 32 * c.info.sms && (K / V) / (64 * wpr * 2) >= 1) wpr *= 2;
+    const copy = c.bf16Inputs && T > 1, key = copy ? `round:${c.ptr(x)}:${T * K}` : null;
+    let xr = c.ptr(x);
+    if (copy) xr = c.castMemo?.key === key && c.castMemo.at === c.writes ? c.scratch('matmul-xr', T * K * 4) : roundedCopy(c, 'matmul-xr', c.ptr(x), T * K);
     const k2 = c.kernel(F.matmul, `matmul_gemv2_${w.dtype}_t${T}`, 'ppppiiii');
-    c.launch(k2, [Math.ceil((N * wpr) / 8), 1, 1], 256, 0, [c.ptr(out), c.ptr(x), c.ptr(w), pb, N, K, wpr, c.bf16Inputs ? 1 : 0]);
+    c.launch(k2, [Math.ceil((N * wpr) / 8), 1, 1], 256, 0, [c.ptr(out), xr, c.ptr(w), pb, N, K, wpr, c.bf16Inputs && !copy ? 1 : 0]);
+    c.castMemo = key !== null && apart(c, out, x, T, N, K) ? { key, at: c.writes } : null;
     return;
   }
   const k = c.kernel(F.matmul, `matmul_gemv_${w.dtype}`, 'ppppiii');
   c.launch(k, [Math.ceil(N / 8), 1, 1], 256, 0, [c.ptr(out), rounded(), c.ptr(w), pb, T, N, K]);
+}
+
+/** Whether out [T, N] and x [T, K] (f32) share no byte. */
+function apart(c: CudaContext, out: Tensor, x: Tensor, T: number, N: number, K: number): boolean {
+  const o0 = c.ptr(out), x0 = c.ptr(x);
+  return o0 + BigInt(T * N * 4) <= x0 || x0 + BigInt(T * K * 4) <= o0;
 }
 
 /** n f32 values at src rounded to bf16 values into the scratch `key` (or in place when key is null). */

@@ -24,6 +24,19 @@ export interface Launch {
   readonly args: readonly (number | bigint)[];
 }
 
+/**
+ * Kernels declared by token pasting: `#define M(P) ... void [__launch_bounds__(...)] pre##P(` and
+ * each instantiation line `M(v)` declare `pre` + v (matmul.cu's GEMV2(T)).
+ */
+function pastedKernels(src: string): Set<string> {
+  const out = new Set<string>();
+  for (const [, mac, param, body] of src.matchAll(/#define\s+([A-Z_][A-Z0-9_]*)\(\s*(\w+)\s*\)((?:.*\\\n)*.*)/g)) {
+    const pres = [...body.matchAll(new RegExp(`void\\s+(?:__launch_bounds__\\([^)]*\\)\\s+)?(\\w+)##${param}\\s*\\(`, 'g'))].map((x) => x[1]);
+    for (const inst of src.matchAll(new RegExp(`^\\s*${mac}\\(\\s*(\\w+)\\s*\\)`, 'gm'))) for (const pre of pres) out.add(pre + inst[1]);
+  }
+  return out;
+}
+
 export class RecordingDriver {
   readonly launches: Launch[] = [];
   readonly gemms: { abType: number; A: bigint; B: bigint; m: number; n: number; k: number }[] = [];
@@ -48,7 +61,7 @@ export class RecordingDriver {
     const src = readFileSync(join(root, file), 'utf8');
     const literal = new RegExp(`__global__\\s+void\\s+(?:__launch_bounds__\\([^)]*\\)\\s+)?${name}\\s*\\(`);
     const macro = new RegExp(`^\\s*[A-Z_][A-Z0-9_]*\\(\\s*${name}\\s*,`, 'm');
-    if (!literal.test(src) && !macro.test(src)) throw new Error(`kernel ${name} is not declared in ${file}`);
+    if (!literal.test(src) && !macro.test(src) && !pastedKernels(src).has(name)) throw new Error(`kernel ${name} is not declared in ${file}`);
     return name as unknown as Handle;
   }
   launch(_f: Handle, name: string, grid: readonly [number, number, number], _block: readonly [number, number, number], smem: number, _s: Handle, sig: string, args: readonly (number | bigint)[]): void {
