@@ -62,7 +62,11 @@ export interface CudaBackendOptions {
   tp?: (c: CudaContext) => CudaTp;
   /** Replay pure decode steps as CUDA graphs (default true; BAILING_CUDA_GRAPHS=0 turns it off). */
   graphs?: boolean;
-  /** Weight-matmul inputs (backend.ts MatmulInputs; default f32: f32-faithful split GEMMs). */
+  /**
+   * Weight-matmul inputs (backend.ts MatmulInputs). Default f32 (f32-faithful split GEMMs), so a
+   * bare backend matches the CPU's default for op tests; the engine asks for bf16 on CUDA
+   * (select.ts defaultMatmulInputs).
+   */
   matmulInputs?: MatmulInputs;
 }
 
