@@ -5,7 +5,7 @@
  * rate measured here), and a per-kernel breakdown of batch-1 decode.
  *
  *   node dist/bench/cuda-bench.js --geometry flash|ring-mini [--decode 1,8,64,256] [--ctx 1024,32768]
- *        [--prefill 1024,8192,32768] [--chunk 8192 (the engine's CUDA step)] [--moe-chunk 4096] [--profile] [--graphs] [--split 0|1]
+ *        [--prefill 1024,8192,32768] [--chunk 8192 (the engine's CUDA step)] [--moe-chunk 4096] [--profile [--profile-batch 1,64,256]] [--graphs] [--split 0|1]
  *        [--mla absorbed,flash-split,flash-bf16] [--moe cublas,grouped] [--kv-cache-dtype auto|bf16|f32] [--out FILE]
  *
  * --graphs: each decode figure three times in one process: eager launches, CUDA-graph replay through
@@ -45,7 +45,7 @@ function main(): void {
     options: {
       geometry: { type: 'string', default: 'flash' }, decode: { type: 'string', default: '1' }, ctx: { type: 'string', default: '1024' },
       prefill: { type: 'string', default: '' }, chunk: { type: 'string', default: '8192' }, steps: { type: 'string', default: '20' },
-      mla: { type: 'string', default: '' }, moe: { type: 'string', default: '' }, 'moe-chunk': { type: 'string', default: '' }, profile: { type: 'boolean', default: false }, graphs: { type: 'boolean', default: false }, split: { type: 'string', default: '1' }, 'kv-cache-dtype': { type: 'string', default: 'auto' }, 'matmul-inputs': { type: 'string', default: 'bf16' }, out: { type: 'string', default: 'bench/results/cuda-bench.json' },
+      mla: { type: 'string', default: '' }, moe: { type: 'string', default: '' }, 'moe-chunk': { type: 'string', default: '' }, profile: { type: 'boolean', default: false }, 'profile-batch': { type: 'string', default: '1' }, graphs: { type: 'boolean', default: false }, split: { type: 'string', default: '1' }, 'kv-cache-dtype': { type: 'string', default: 'auto' }, 'matmul-inputs': { type: 'string', default: 'bf16' }, out: { type: 'string', default: 'bench/results/cuda-bench.json' },
     },
   });
   const batches = list(values.decode), ctxs = list(values.ctx), prompts = list(values.prefill);
@@ -181,15 +181,19 @@ function main(): void {
       be.download(model.forward(decodeBatch(1, ctx, i % 8), cache));
       if (i >= 3) wall.push(performance.now() - w0);
     }
-    c.startProfile();
-    const ps = 5;
-    for (let i = 0; i < ps; i++) model.forward(decodeBatch(1, ctx, i), cache);
-    const prof = [...c.stopProfile().entries()].map(([name, v]) => ({ name, ms: v.ms / ps, launches: v.launches / ps })).sort((a, b) => b.ms - a.ms);
-    const sum = prof.reduce((a, p) => a + p.ms, 0);
-    log(`\nbatch-1 decode at ctx ${ctx} with logits download: ${median(wall).toFixed(3)} ms/token (${(1000 / median(wall)).toFixed(1)} tok/s); per-kernel sum ${sum.toFixed(3)} ms`);
-    log('| kernel | ms/step | launches/step | share |\n| --- | --- | --- | --- |');
-    for (const p of prof) log(`| ${p.name} | ${p.ms.toFixed(3)} | ${p.launches} | ${((p.ms / sum) * 100).toFixed(1)}% |`);
-    results.push({ kind: 'profile', ctx, wallMsWithDownload: median(wall), kernels: prof });
+    log(`\nbatch-1 decode at ctx ${ctx} with logits download: ${median(wall).toFixed(3)} ms/token (${(1000 / median(wall)).toFixed(1)} tok/s)`);
+    // Per-kernel breakdown at each --profile-batch size (eager steps, events around every launch).
+    for (const Bp of values['profile-batch']!.split(',').map(Number)) {
+      c.startProfile();
+      const ps = 5;
+      for (let i = 0; i < ps; i++) model.forward(decodeBatch(Bp, ctx, i), cache);
+      const prof = [...c.stopProfile().entries()].map(([name, v]) => ({ name, ms: v.ms / ps, launches: v.launches / ps })).sort((a, b) => b.ms - a.ms);
+      const sum = prof.reduce((a, p) => a + p.ms, 0);
+      log(`\nbatch-${Bp} decode at ctx ${ctx}, per kernel (sum ${sum.toFixed(3)} ms/step):`);
+      log('| kernel | ms/step | launches/step | share |\n| --- | --- | --- | --- |');
+      for (const p of prof.slice(0, 16)) log(`| ${p.name} | ${p.ms.toFixed(3)} | ${p.launches} | ${((p.ms / sum) * 100).toFixed(1)}% |`);
+      results.push({ kind: 'profile', batch: Bp, ctx, wallMsWithDownload: Bp === 1 ? median(wall) : undefined, kernels: prof });
+    }
   }
   const outPath = resolve(ROOT, values.out!);
   mkdirSync(dirname(outPath), { recursive: true });

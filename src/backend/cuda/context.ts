@@ -102,8 +102,15 @@ export class CudaContext {
   lightningPrefill: LightningPrefillMode = envMode<LightningPrefillMode>('BAILING_LIGHTNING_PREFILL', ['tc-split', 'tc-bf16', 'recurrent']);
   /** MLA decode kernel (BAILING_MLA_DECODE): 'tc' (tensor cores, when mlaDecodeTc allows) or 'cuda-core'. */
   mlaDecode: MlaDecodeMode = envMode<MlaDecodeMode>('BAILING_MLA_DECODE', ['tc', 'cuda-core']);
-  /** Smallest step (> 8 tokens) that takes the MoE prefill path; tests lower it (BAILING_MOE_GEMM_MIN_T). */
-  moeGemmMinT: number = positiveInt('BAILING_MOE_GEMM_MIN_T', process.env.BAILING_MOE_GEMM_MIN_T, 512);
+  /**
+   * Smallest step (> 8 tokens) that takes the grouped expert GEMMs (BAILING_MOE_GEMM_MIN_T; tests
+   * lower it) instead of the segmented GEMVs: 16. Flash cut, H100, decode with graphs: batch 64
+   * 28.0 → 21.4 ms, batch 256 91.1 → 52.7 ms (each expert's weights read once a step, not once per
+   * 8-pair segment); batch 32 15.2 → 13.4 ms, batch 16 9.50 → 9.32 ms. moePrefill 'cublas' sorts on the host: inside a decode graph it runs segmented.
+   */
+  moeGemmMinT: number = positiveInt('BAILING_MOE_GEMM_MIN_T', process.env.BAILING_MOE_GEMM_MIN_T, 16);
+  /** Largest step of a dense matmul on the GEMV kernels (BAILING_GEMV_MAX_T, ≤ 8); larger steps use cuBLASLt. */
+  gemvMaxT: number = Math.min(8, positiveInt('BAILING_GEMV_MAX_T', process.env.BAILING_GEMV_MAX_T, 8));
   /**
    * Tokens per pass of the MoE prefill GEMMs (BAILING_MOE_CHUNK): each pass reads every hit expert's
    * weights once, and its permuted scratch grows with it (~0.15 MB a token at K = 8). 8192, the

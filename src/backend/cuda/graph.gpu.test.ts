@@ -54,9 +54,15 @@ describe('cuda decode graphs vs eager', { skip }, () => {
     ...models.flatMap((m) => [1, 3, 8, 12].map((B) => ({ m, B, blockSize: 16, lens: Array.from({ length: B }, (_, b) => 5 + 37 * b) }))),
     // 64 blocks of 4 = 256 tokens: sequence 0 crosses into a 128-block table mid-run.
     { m: models[1], B: 2, blockSize: 4, lens: [236, 60] },
+    // Batched decode through the grouped expert GEMMs (moeGemmMinT lowered to 9 here; 64 by
+    // default): the device-side permutation and tile schedule inside a captured graph.
+    { m: models[1], B: 12, blockSize: 16, lens: Array.from({ length: 12 }, (_, b) => 5 + 37 * b), minT: 9 },
   ];
-  for (const { m, B, blockSize, lens } of cases)
-      test(`${m.name}: batch ${B}, block ${blockSize}, contexts ${lens[0]}..${lens[B - 1]}: graph replay = eager (tokens, logits NMSE ≤ ${NMSE_MAX})`, (t) => {
+  for (const { m, B, blockSize, lens, minT } of cases.map((c) => ({ minT: undefined as number | undefined, ...c })))
+      test(`${m.name}: batch ${B}, block ${blockSize}, contexts ${lens[0]}..${lens[B - 1]}${minT ? `, grouped MoE from ${minT} tokens` : ''}: graph replay = eager (tokens, logits NMSE ≤ ${NMSE_MAX})`, (t) => {
+        const minT0 = be.c.moeGemmMinT;
+        if (minT) be.c.moeGemmMinT = minT;
+        t.after(() => void (be.c.moeGemmMinT = minT0));
         const dir = join(root, m.name);
         writeTinyModel(dir, m.config, m.opts);
         const { spec, weights } = loadModelDir(dir, be);
@@ -121,7 +127,7 @@ describe('cuda decode graphs vs eager', { skip }, () => {
             assert.equal(be.c.kernels.stats.compiled, compiled, 'kernel compiles in replayed steps');
             // What a larger eager step (a prefill) does between decodes: scratch the graphs point into moves.
             grow += 1 << 20; // larger than any earlier test's request, so the buffers really move
-            for (const key of ['mla-part', 'moe-h', 'moe-y', 'mla-qlat']) be.c.scratch(key, grow);
+            for (const key of ['mla-part', 'moe-h', 'moe-y', 'mla-qlat', 'moe-hh', 'moe-yp']) be.c.scratch(key, grow);
           }
         }
         const st = be.graphs!.stats;

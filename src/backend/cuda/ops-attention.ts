@@ -228,7 +228,11 @@ export function cudaMlaAttention(c: CudaContext, out: Tensor, q: Tensor, cache: 
   const qlat = c.scratch('mla-qlat', n * H * L * 4);
   const olat = c.scratch('mla-olat', n * H * L * 4);
   const part = c.scratch('mla-part', n * H * S * (L + 2) * 4);
-  c.launch(c.kernel(F.mla, 'mla_absorbq_f32', 'pppiiiii'), [H, n, 1], 128, 0, [qlat, c.ptr(q), c.ptr(kvB), H, Dn, Dr, Dv, L]);
+  // One output column a thread (H·n·ceil(L / 128) blocks: at batch 1, 32 blocks left the GPU idle);
+  // kv_b's bf16 twin where it has one (the same values, half the bytes).
+  const kvB16 = c.bf16Twin(kvB), Z = Math.ceil(L / 128);
+  if (kvB16 !== null) c.launch(c.kernel(F.mla, 'mla_absorbq_bf16', 'pppiiiii'), [H, n, Z], 128, 0, [qlat, c.ptr(q), kvB16, H, Dn, Dr, Dv, L]);
+  else c.launch(c.kernel(F.mla, 'mla_absorbq_f32', 'pppiiiii'), [H, n, Z], 128, 0, [qlat, c.ptr(q), c.ptr(kvB), H, Dn, Dr, Dv, L]);
   if (decode) {
     const used = Math.ceil(ctx / p.blockSize);
     assert(used <= seq.blockTable.length, () => `MLA position ${ctx - 1} beyond block table of ${seq.blockTable.length} blocks of ${p.blockSize}`);
@@ -250,7 +254,7 @@ export function cudaMlaAttention(c: CudaContext, out: Tensor, q: Tensor, cache: 
     const attend = c.kernel(F.mla, `mla_attend_${cd}`, 'pppppiiiiifi');
     c.launch(attend, [H, n, S], 128, 4 * (L + Dr), [part, qlat, c.ptr(q), c.ptr(cache), c.hostArg('mla-rows', rows), seq.ctxStart, H, Dn, Dr, L, scale, Math.ceil(ctx / S)]);
   }
-  c.launch(c.kernel(F.mla, 'mla_combine_f32', 'ppiii'), [H, n, 1], 128, 0, [olat, part, H, L, S]);
+  c.launch(c.kernel(F.mla, 'mla_combine_f32', 'ppiii'), [H, n, Z], 128, 0, [olat, part, H, L, S]);
   const outs = n * H * Dv;
   c.launch(c.kernel(F.mla, 'mla_outproj_f32', 'pppiiiii'), [Math.ceil(outs / 8), 1, 1], 256, 0, [c.ptr(out), olat, c.ptr(kvB), n, H, Dn, Dv, L]);
 }
@@ -282,7 +286,7 @@ export function cudaGqaAttention(c: CudaContext, out: Tensor, q: Tensor, cache: 
     const part = c.scratch('gqa-part', n * p.nHeads * S * (p.headDim + 2) * 4);
     const split = c.kernel(F.gqa, `gqa_attend_split_${cd}`, 'ppppiiiifi');
     c.launch(split, [p.nHeads, n, S], 128, 4 * p.headDim, [part, c.ptr(q), c.ptr(cache), c.hostArg('gqa-rows', rows), seq.ctxStart, p.nHeads, p.nKvHeads, p.headDim, p.scale, Math.ceil(ctx / S)]);
-    c.launch(c.kernel(F.mla, 'mla_combine_f32', 'ppiii'), [p.nHeads, n, 1], 128, 0, [c.ptr(out), part, p.nHeads, p.headDim, S]);
+    c.launch(c.kernel(F.mla, 'mla_combine_f32', 'ppiii'), [p.nHeads, n, Math.ceil(p.headDim / 128)], 128, 0, [c.ptr(out), part, p.nHeads, p.headDim, S]);
     return;
   }
   const kern = c.kernel(F.gqa, `gqa_attend_${cd}`, 'ppppiiiif');

@@ -2,9 +2,9 @@
  * Routed-expert paths of the CUDA backend, by step size (bf16 expert weights with K % 8 == 0 and
  * 16-byte aligned rows; anything else keeps the v1 gathered kernels in ops-attention.ts):
  * - T ≤ 8 (decode): gathered GEMVs, gate and up rows streamed together, no host round trip;
- * - 8 < T < c.moeGemmMinT (batched decode): pairs are sorted by expert on the device and cut into
- *   segments of ≤ 8 pairs, so each expert's rows are read once per segment, not per pair;
- * - T ≥ c.moeGemmMinT (prefill), in passes of c.moeChunk tokens (each reads the experts' weights
+ * - 8 < T < c.moeGemmMinT (small batched decode): pairs are sorted by expert on the device and cut
+ *   into segments of ≤ 8 pairs, so each expert's rows are read once per segment, not per pair;
+ * - T ≥ c.moeGemmMinT (batched decode from 64 rows, prefill), in passes of c.moeChunk tokens (each reads the experts' weights
  *   once): tokens permuted by expert, f32-faithful hi/lo split when
  *   c.moeSplit, then a weighted combine; c.moePrefill picks the GEMMs: 'cublas' one cuBLASLt call
  *   per expert (up, then down) on contiguous rows (sorted on the host), 'grouped' (default) one
@@ -76,7 +76,8 @@ export function moeExpertsFast(c: CudaContext, out: Tensor, x: Tensor, ids: Tens
     c.launch(c.kernel(MOE, 'moe_combine_f32', 'ppplii'), strideGrid(T * C), 256, 0, [c.ptr(out), y, c.ptr(weights), T, K, C]);
     return true;
   }
-  if (T < c.moeGemmMinT) {
+  // The per-expert cuBLASLt mode sorts on the host, which a captured decode graph cannot: segmented there.
+  if (T < c.moeGemmMinT || (c.moePrefill === 'cublas' && c.mode !== 'eager')) {
     segmented(c, out, x, ids, weights, w13, w2, E, K, C, Fw);
     return true;
   }

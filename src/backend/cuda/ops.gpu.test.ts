@@ -366,8 +366,8 @@ describe('cuda ops vs cpu', { skip }, () => {
 
   // The tensor-core decode (mla-decode-tc.cu: every head of a group of 32 per block, hi + lo
   // products): contexts from one row to many tiles per split, splits left empty at short contexts,
-  // a second, partly filled head group (40 heads); both kernels against the CPU (the difference
-  // between the two is reported).
+  // a second, partly filled head group (40 heads, whose kv_b has a bf16 twin as a bf16 checkpoint's
+  // does); both kernels against the CPU (the difference between the two is reported).
   test('MLA decode on tensor cores (bf16 latent cache, L 512): 32 and 40 heads, contexts 1..3001, both decode kernels vs CPU', (t) => {
     const mode0 = gpu.c.mlaDecode;
     try {
@@ -377,6 +377,14 @@ describe('cuda ops vs cpu', { skip }, () => {
         const cache = { c: cpu.alloc('f32', [blocks * 16, W]), g: gpu.alloc('bf16', [blocks * 16, W]) };
         const blockTable = Int32Array.from({ length: blocks }, (_, b) => (b * 7 + 3) % blocks);
         const kvB = rand([H * 256, p.kvLora], 1 / Math.sqrt(p.kvLora));
+        if (H === 40) {
+          // kv_b from a bf16 checkpoint: bf16 values with a bf16 twin on the GPU (mla_absorbq_bf16 reads it).
+          cpu.ops.roundBf16(kvB.c);
+          gpu.ops.roundBf16(kvB.g);
+          const twin = gpu.alloc('bf16', kvB.g.shape);
+          gpu.upload(twin, cpu.download(kvB.c));
+          gpu.c.addBf16Twin(kvB.g, twin);
+        }
         let ctx = 0;
         for (const target of [0, 4, 32, 1023, 1100, 3000]) {
           // Fill up to `target`, then one decode step at position `target`.

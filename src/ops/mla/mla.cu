@@ -22,17 +22,22 @@ __device__ void cachewrite(C* cache, const float* ckv, const float* kpe, const i
 extern "C" __global__ void mla_cachewrite_f32(float* cache, const float* ckv, const float* kpe, const int* rows, int L, int Dr) { cachewrite(cache, ckv, kpe, rows, L, Dr); }
 extern "C" __global__ void mla_cachewrite_bf16(unsigned short* cache, const float* ckv, const float* kpe, const int* rows, int L, int Dr) { cachewrite(cache, ckv, kpe, rows, L, Dr); }
 
-// qlat [n, H, L] = q_nope of each head · W_UK (the head's Dn key rows of kvB); grid (H, n).
-extern "C" __global__ void mla_absorbq_f32(float* qlat, const float* q, const float* kvB, int H, int Dn, int Dr, int Dv, int L) {
+// qlat [n, H, L] = q_nope of each head · W_UK (the head's Dn key rows of kvB); grid (H, n, Z): block
+// z takes columns z·blockDim.x.. in steps of Z·blockDim.x (Z = ceil(L / blockDim.x): one column a
+// thread). _bf16 reads the bf16 twin of kvB (the same values, half the bytes).
+template <typename W>
+__device__ void absorbq(float* qlat, const float* q, const W* kvB, int H, int Dn, int Dr, int Dv, int L) {
   const int h = blockIdx.x, i = blockIdx.y;
   const float* qh = q + (long long)i * H * (Dn + Dr) + (long long)h * (Dn + Dr);
-  const float* wk = kvB + (long long)h * (Dn + Dv) * L;
-  for (int l = threadIdx.x; l < L; l += blockDim.x) {
+  const W* wk = kvB + (long long)h * (Dn + Dv) * L;
+  for (int l = blockIdx.z * blockDim.x + threadIdx.x; l < L; l += blockDim.x * gridDim.z) {
     float acc = 0.f;
-    for (int d = 0; d < Dn; d++) acc += qh[d] * wk[(long long)d * L + l];
+    for (int d = 0; d < Dn; d++) acc += qh[d] * ldw(wk, (long long)d * L + l);
     qlat[((long long)i * H + h) * L + l] = acc;
   }
 }
+extern "C" __global__ void mla_absorbq_f32(float* qlat, const float* q, const float* kvB, int H, int Dn, int Dr, int Dv, int L) { absorbq(qlat, q, kvB, H, Dn, Dr, Dv, L); }
+extern "C" __global__ void mla_absorbq_bf16(float* qlat, const float* q, const unsigned short* kvB, int H, int Dn, int Dr, int Dv, int L) { absorbq(qlat, q, kvB, H, Dn, Dr, Dv, L); }
 
 // Cache row of context position s: from an explicit list, or from a block table (paged; the
 // decode graph's form, whose arguments do not grow with the context).
@@ -152,8 +157,8 @@ extern "C" __global__ void mla_attend_paged_bf16(float* part, const float* qlat,
   attend_paged(part, qlat, q, cache, meta, H, Dn, Dr, L, scale, bs);
 }
 
-// olat [n, H, L] = Σ_z e^(m_z − M)·acc_z / Σ_z e^(m_z − M)·sum_z; grid (H, n). Split 0 is never
-// empty (splitLen ≥ 1 and position 0 is always visible), so M is finite.
+// olat [n, H, L] = Σ_z e^(m_z − M)·acc_z / Σ_z e^(m_z − M)·sum_z; grid (H, n, Z), columns as
+// absorbq's. Split 0 is never empty (splitLen ≥ 1 and position 0 is always visible), so M is finite.
 extern "C" __global__ void mla_combine_f32(float* olat, const float* part, int H, int L, int S) {
   const int h = blockIdx.x, i = blockIdx.y;
   const float* p = part + ((long long)i * H + h) * S * (L + 2);
@@ -162,7 +167,7 @@ extern "C" __global__ void mla_combine_f32(float* olat, const float* part, int H
   float den = 0.f;
   for (int z = 0; z < S; z++) den += expf(p[z * (L + 2) + L] - M) * p[z * (L + 2) + L + 1];
   const float inv = 1.f / den;
-  for (int l = threadIdx.x; l < L; l += blockDim.x) {
+  for (int l = blockIdx.z * blockDim.x + threadIdx.x; l < L; l += blockDim.x * gridDim.z) {
     float a = 0.f;
     for (int z = 0; z < S; z++) a += expf(p[z * (L + 2) + L] - M) * p[z * (L + 2) + l];
     olat[((long long)i * H + h) * L + l] = a * inv;
