@@ -119,6 +119,7 @@ test('cudaMatmul with bf16 inputs: an f32 weight with a bf16 twin runs a bf16 GE
 test('cudaMatmul GEMV (T ≤ 8) with bf16 inputs: x rounded once into a copy for consecutive GEMVs at T ≥ 2, in the kernel at T = 1; f32 inputs never round', () => {
   for (const [bf16Inputs, Tg, rounds, rx] of [[true, 4, 1, 0], [true, 8, 1, 0], [true, 1, 0, 1], [false, 4, 0, 0]] as const) {
     const { c, d, t } = setup(bf16Inputs);
+    c.gemvMaxT = 8; // steps of 2..8 rows on the GEMV kernels (the default sends them to cuBLASLt)
     const x = t('f32', [Tg, K]), w1 = t('bf16', [N, K]), w2 = t('bf16', [N, K]), o1 = t('f32', [Tg, N]), o2 = t('f32', [Tg, N]);
     cudaMatmul(c, o1, x, w1, null);
     cudaMatmul(c, o2, x, w2, null);

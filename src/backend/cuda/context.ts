@@ -109,8 +109,13 @@ export class CudaContext {
    * 8-pair segment); batch 32 15.2 → 13.4 ms, batch 16 9.50 → 9.32 ms. moePrefill 'cublas' sorts on the host: inside a decode graph it runs segmented.
    */
   moeGemmMinT: number = positiveInt('BAILING_MOE_GEMM_MIN_T', process.env.BAILING_MOE_GEMM_MIN_T, 16);
-  /** Largest step of a dense matmul on the GEMV kernels (BAILING_GEMV_MAX_T, ≤ 8); larger steps use cuBLASLt. */
-  gemvMaxT: number = Math.min(8, positiveInt('BAILING_GEMV_MAX_T', process.env.BAILING_GEMV_MAX_T, 8));
+  /**
+   * Largest step of a dense matmul on the GEMV kernels (BAILING_GEMV_MAX_T, ≤ 8); larger steps use
+   * cuBLASLt. 1: from 2 rows cuBLASLt reads the weights at a better rate than the GEMV kernels, which
+   * re-read x per weight row (H100 flash cut, decode with graphs: batch 2 2.97 → 2.87 ms, batch 4
+   * 4.76 → 3.97, batch 8 9.11 → 6.17).
+   */
+  gemvMaxT: number = Math.min(8, positiveInt('BAILING_GEMV_MAX_T', process.env.BAILING_GEMV_MAX_T, 1));
   /**
    * Tokens per pass of the MoE prefill GEMMs (BAILING_MOE_CHUNK): each pass reads every hit expert's
    * weights once, and its permuted scratch grows with it (~0.15 MB a token at K = 8). 8192, the

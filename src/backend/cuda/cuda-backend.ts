@@ -1,11 +1,12 @@
 /**
- * CUDA backend (DESIGN §4). Storage choices of this first version:
- * - activations f32 (the simplest correct choice: every op sees the values the CPU backend sees;
- *   bf16 activations with fp32 accumulation are the next step, once each kernel is tuned);
- * - 'matrix' weights bf16 when the checkpoint is bf16 (f32 checkpoints stay f32), 'vector'
- *   weights f32; lightning state f32; MLA latent / GQA KV cache f32 (the activation dtype).
- * matmul: T ≤ GEMV_MAX_T rows run a GEMV kernel on the f32 activations; larger T go through
- * cuBLASLt (bf16 weights take a bf16 copy of the activations, fp32 accumulation).
+ * CUDA backend (DESIGN §4). Storage and numerics:
+ * - activations and the residual stream f32 in memory; the weight matmuls (and prefill attention)
+ *   take them rounded to bf16 with fp32 accumulation when matmulInputs is 'bf16' (the engine's CUDA
+ *   default), or split into bf16 hi + lo (f32-faithful, this class's default) — backend.ts MatmulInputs;
+ * - 'matrix' weights bf16 when the checkpoint is bf16 (f32 checkpoints stay f32); 'vector' weights
+ *   f32, 2-D ones from a bf16 checkpoint with a bf16 twin; lightning state f32 (bf16 in compat
+ *   vllm); MLA latent / GQA KV cache in bf16 or f32 pages (HybridCache kvCacheDtype).
+ * matmul: steps of up to c.gemvMaxT rows (1) run a GEMV kernel; larger ones go through cuBLASLt.
  * Everything is enqueued on one stream; download() and sync() wait for it.
  */
 import { Tensor, dtypeBytes, fromF64, hostArrayFor, type Dtype } from '../../tensor/tensor.js';

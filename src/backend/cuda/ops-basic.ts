@@ -13,7 +13,7 @@ import { checkRope } from '../../ops/rope/rope.js';
 import type { CudaContext } from './context.js';
 import type { ArgHint } from './step-args.js';
 
-/** Rows up to this many go through the GEMV kernel (each weight row read once); more through cuBLASLt. */
+/** The GEMV kernels' largest step (matmul_gemv2_*_t1..t8); CudaContext.gemvMaxT picks how many rows use them. */
 export const GEMV_MAX_T = 8;
 
 const F = {

@@ -89,19 +89,27 @@ describe('cuda ops vs cpu', { skip }, () => {
     }
   };
 
-  test('matmul: GEMV (T ≤ 8) and cuBLASLt paths, f32 and bf16 weights, bias, misaligned row views', (t) => {
+  test('matmul: GEMV (T ≤ c.gemvMaxT: 1 by default, and 8) and cuBLASLt paths, f32 and bf16 weights, bias, misaligned row views', (t) => {
     const shapes: [number, number, number][] = [[1, 33, 40], [3, 7, 12], [GEMV_MAX_T, 100, 4096], [GEMV_MAX_T + 1, 48, 40], [17, 96, 12], [64, 256, 512], [300, 96, 32]];
-    for (const [T, N, K] of shapes)
-      for (const wd of ['f32', 'bf16'] as const)
-        for (const withBias of [false, true]) {
-          const x = rand([T, K]);
-          const w = rand([N, K], 1 / Math.sqrt(K), wd);
-          const b = withBias ? rand([N]) : null;
-          const o = out([T, N]);
-          cpu.ops.matmul(o.c, x.c, w.c, b?.c ?? null);
-          gpu.ops.matmul(o.g, x.g, w.g, b?.g ?? null);
-          check(t, `T=${T} N=${N} K=${K} ${wd}${withBias ? ' +bias' : ''}`, o, wd === 'bf16' && T > GEMV_MAX_T ? TOL_BF16_GEMM : TOL_F32);
-        }
+    const gemvMaxT0 = gpu.c.gemvMaxT;
+    try {
+      for (const gm of [gemvMaxT0, GEMV_MAX_T]) {
+        gpu.c.gemvMaxT = gm;
+        for (const [T, N, K] of shapes)
+          for (const wd of ['f32', 'bf16'] as const)
+            for (const withBias of [false, true]) {
+              const x = rand([T, K]);
+              const w = rand([N, K], 1 / Math.sqrt(K), wd);
+              const b = withBias ? rand([N]) : null;
+              const o = out([T, N]);
+              cpu.ops.matmul(o.c, x.c, w.c, b?.c ?? null);
+              gpu.ops.matmul(o.g, x.g, w.g, b?.g ?? null);
+              check(t, `gemvMaxT ${gm}: T=${T} N=${N} K=${K} ${wd}${withBias ? ' +bias' : ''}`, o, wd === 'bf16' && T > gm ? TOL_BF16_GEMM : TOL_F32);
+            }
+      }
+    } finally {
+      gpu.c.gemvMaxT = gemvMaxT0;
+    }
     // Row views at odd offsets (qkv split with K = 12: rows start 24 bytes apart).
     for (const [T, K] of [[1, 12], [40, 12], [40, 64]]) {
       const x = rand([T, K]);
@@ -109,7 +117,7 @@ describe('cuda ops vs cpu', { skip }, () => {
       const o = out([T, 5]);
       cpu.ops.matmul(o.c, x.c, w.c.rows(5, 5), null);
       gpu.ops.matmul(o.g, x.g, w.g.rows(5, 5), null);
-      check(t, `row view T=${T} K=${K}`, o, T > GEMV_MAX_T ? TOL_BF16_GEMM : TOL_F32);
+      check(t, `row view T=${T} K=${K}`, o, T > gpu.c.gemvMaxT ? TOL_BF16_GEMM : TOL_F32);
     }
   });
 
