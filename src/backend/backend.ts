@@ -169,6 +169,12 @@ export interface Ops {
   mlaPrefillExpanded(out: Tensor, q: Tensor, cache: Tensor, kvB: Tensor, seq: MlaSeq, p: MlaParams): void;
   /** Same contract as mlaPrefillExpanded, absorbed form (decode): W_UK folded into q, W_UV applied after. */
   mlaDecodeAbsorbed(out: Tensor, q: Tensor, cache: Tensor, kvB: Tensor, seq: MlaSeq, p: MlaParams): void;
+  /**
+   * Decode of several sequences at once: row i of q [n, H·(Dn+Dr)] is the one new token of seqs[i]
+   * (at position seqs[i].ctxStart, already in the cache), out [n, H·Dv]; each row equals
+   * mlaDecodeAbsorbed of that sequence alone (a GPU does all of them in one launch per kernel).
+   */
+  mlaDecodeBatch(out: Tensor, q: Tensor, cache: Tensor, kvB: Tensor, seqs: readonly MlaSeq[], p: MlaParams): void;
   /** Write n tokens' k, v [n, KVH·D] of one sequence at positions ctxStart.. into cache [rows, 2·KVH·D] (row = [k | v]). */
   gqaCacheWrite(cache: Tensor, k: Tensor, v: Tensor, seq: KvSeq, p: GqaParams): void;
   /**

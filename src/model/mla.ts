@@ -49,7 +49,20 @@ export function mlaLayer(be: Backend, spec: ModelSpec, layer: number, w: MlaWeig
   if (cache.roundsKvOnWrite) for (const t of [ckv, kpe]) ops.roundBf16(t);
   const latent = cache.latents.get(layer)!;
   const o = act.o.prefix([T, H * p.vHead]);
-  for (const s of batch.seqs) {
+  const seqs = batch.seqs;
+  for (let j = 0; j < seqs.length; ) {
+    // A run of one-token sequences on consecutive rows decodes in one batched call.
+    let e = j;
+    while (e < seqs.length && seqs[e].len === 1 && seqs[e].start === seqs[j].start + (e - j)) e++;
+    if (e - j >= 2) {
+      const run = seqs.slice(j, e).map((s) => ({ blockTable: s.seq.blockTable, ctxStart: s.ctxStart }));
+      const r0 = seqs[j].start;
+      run.forEach((seq, i) => ops.mlaCacheWrite(latent, ckv.rows(r0 + i, 1), kpe.rows(r0 + i, 1), seq, p));
+      ops.mlaDecodeBatch(o.rows(r0, run.length), q.rows(r0, run.length), latent, w.kvB, run, p);
+      j = e;
+      continue;
+    }
+    const s = seqs[j++];
     const seq = { blockTable: s.seq.blockTable, ctxStart: s.ctxStart };
     ops.mlaCacheWrite(latent, ckv.rows(s.start, s.len), kpe.rows(s.start, s.len), seq, p);
     const attend = s.len === 1 ? ops.mlaDecodeAbsorbed : ops.mlaPrefillExpanded;

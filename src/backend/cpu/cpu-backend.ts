@@ -14,6 +14,7 @@ import { cpuGroupRmsnormGate } from '../../ops/group-norm-gate/cpu.js';
 import { cpuLightningDecode, cpuLightningPrefill } from '../../ops/lightning/cpu.js';
 import { cpuMatmul } from '../../ops/matmul/pooled.js';
 import { cpuMlaCacheWrite, cpuMlaDecodeAbsorbed, cpuMlaPrefillExpanded } from '../../ops/mla/cpu.js';
+import { mlaDecodeEach } from '../../ops/mla/mla.js';
 import { cpuMoeExperts, cpuMoeRoute } from '../../ops/moe/cpu.js';
 import { cpuAllGatherCols, cpuAllReduceSum } from '../../ops/collective/cpu.js';
 import { cpuAddRmsnorm, cpuHeadRmsnorm, cpuRmsnorm } from '../../ops/rmsnorm/cpu.js';
@@ -76,6 +77,7 @@ export class CpuBackend implements Backend {
       mlaCacheWrite: cpuMlaCacheWrite,
       mlaPrefillExpanded: (out, q, cache, kvB, seq, p) => cpuMlaPrefillExpanded(ctx, out, q, cache, kvB, seq, p),
       mlaDecodeAbsorbed: (out, q, cache, kvB, seq, p) => cpuMlaDecodeAbsorbed(ctx, out, q, cache, kvB, seq, p),
+      mlaDecodeBatch: (out, q, cache, kvB, seqs, p) => mlaDecodeEach((o, qi, c, w, s, pp) => cpuMlaDecodeAbsorbed(ctx, o, qi, c, w, s, pp), out, q, cache, kvB, seqs, p),
       gqaCacheWrite: cpuGqaCacheWrite,
       gqaAttention: (out, q, cache, seq, p) => cpuGqaAttention(ctx, out, q, cache, seq, p),
       moeRoute: cpuMoeRoute,

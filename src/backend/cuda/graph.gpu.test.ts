@@ -20,6 +20,7 @@ import { Model } from '../../model/forward.js';
 import { loadModelDir } from '../../model/load.js';
 import type { StepBatch } from '../../model/step.js';
 import { tinyConfig, writeTinyModel } from '../../model/tiny-checkpoint.js';
+import { realHeadVariant } from '../../model/tiny-configs.js';
 import { compare } from '../../util/compare.js';
 import { Prng } from '../../util/prng.js';
 import { CudaBackend, cudaUnavailableReason } from './cuda-backend.js';
@@ -54,12 +55,16 @@ describe('cuda decode graphs vs eager', { skip }, () => {
     ...models.flatMap((m) => [1, 3, 8, 12].map((B) => ({ m, B, blockSize: 16, lens: Array.from({ length: B }, (_, b) => 5 + 37 * b) }))),
     // 64 blocks of 4 = 256 tokens: sequence 0 crosses into a 128-block table mid-run.
     { m: models[1], B: 2, blockSize: 4, lens: [236, 60] },
-    // Batched decode through the grouped expert GEMMs (moeGemmMinT lowered to 9 here; 64 by
+    // Batched decode through the grouped expert GEMMs (moeGemmMinT lowered to 9 here; 16 by
     // default): the device-side permutation and tile schedule inside a captured graph.
     { m: models[1], B: 12, blockSize: 16, lens: Array.from({ length: 12 }, (_, b) => 5 + 37 * b), minT: 9 },
+    // kv_lora_rank 512 with a bf16 latent cache: the batched tensor-core MLA decode (one launch for
+    // all sequences, per-sequence block tables at a common stride) captured and replayed directly;
+    // sequence 0 crosses 64 blocks of 4 mid-run (the stride doubles: recaptured).
+    { m: { name: 'L512', config: realHeadVariant.config, opts: { seed: 3, dtype: 'BF16' as const } }, B: 5, blockSize: 4, lens: [240, 3, 60, 17, 100], kv: 'bf16' as const },
   ];
-  for (const { m, B, blockSize, lens, minT } of cases.map((c) => ({ minT: undefined as number | undefined, ...c })))
-      test(`${m.name}: batch ${B}, block ${blockSize}, contexts ${lens[0]}..${lens[B - 1]}${minT ? `, grouped MoE from ${minT} tokens` : ''}: graph replay = eager (tokens, logits NMSE ≤ ${NMSE_MAX})`, (t) => {
+  for (const { m, B, blockSize, lens, minT, kv } of cases.map((c) => ({ minT: undefined as number | undefined, kv: undefined as 'bf16' | undefined, ...c })))
+      test(`${m.name}: batch ${B}, block ${blockSize}, contexts ${lens[0]}..${lens[B - 1]}${minT ? `, grouped MoE from ${minT} tokens` : ''}${kv ? `, ${kv} cache` : ''}: graph replay = eager (tokens, logits NMSE ≤ ${NMSE_MAX})`, (t) => {
         const minT0 = be.c.moeGemmMinT;
         if (minT) be.c.moeGemmMinT = minT;
         t.after(() => void (be.c.moeGemmMinT = minT0));
@@ -67,7 +72,7 @@ describe('cuda decode graphs vs eager', { skip }, () => {
         writeTinyModel(dir, m.config, m.opts);
         const { spec, weights } = loadModelDir(dir, be);
         const model = new Model(be, spec, weights, 512, 16, blockSize);
-        const caches = [0, 1].map(() => new HybridCache(be, cacheGeometry(spec), { maxSeqs: 16, numBlocks: (16 * 32 * 16) / blockSize, blockSize }));
+        const caches = [0, 1].map(() => new HybridCache(be, cacheGeometry(spec), { maxSeqs: 16, numBlocks: (16 * 32 * 16) / blockSize, blockSize, kvCacheDtype: kv }));
         const V = spec.config.vocab_size;
         const rng = new Prng(B * 31 + 5);
         const seqs: CacheSeq[][] = caches.map(() => []);

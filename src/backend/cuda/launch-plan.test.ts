@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { LightningParams, MlaParams } from '../backend.js';
 import { CUDA_R_16BF, CUDA_R_32F } from './driver.js';
-import { cudaLightningPrefill, cudaMlaAttention, cudaMlaPrefill } from './ops-attention.js';
+import { cudaLightningPrefill, cudaMlaAttention, cudaMlaDecodeBatch, cudaMlaPrefill } from './ops-attention.js';
 import { moeExpertsFast } from './ops-moe.js';
 import { recordingContext } from './recording-driver.js';
 
@@ -120,3 +120,34 @@ for (const [what, Hd, Ld, Drd, cache, mode, kernel, grid] of [
     assert.deepEqual(l.grid, grid);
     assert.ok(l.smem <= 227 * 1024, `shared memory ${l.smem}`);
   });
+
+test('MLA batched decode launch plan: tensor-core kernel → one launch per kernel for all sequences (grid z = sequence), per-sequence meta at a common stride; f32 cache → each sequence alone', () => {
+  const pd: MlaParams = { nHeads: 32, qkNope: 128, qkRope: 64, vHead: 128, kvLora: 512, scale: 0.07, blockSize: 16 };
+  const ctxs = [5, 2000, 70]; // tables of 1, 126 and 5 blocks: the batch's stride is 1 + 128
+  const seqs = ctxs.map((ctxStart, i) => ({ blockTable: Int32Array.from({ length: 130 }, (_, b) => 1000 * i + b), ctxStart }));
+  for (const cache of ['bf16', 'f32'] as const) {
+    const { c, d, t } = recordingContext();
+    const n = seqs.length;
+    const q = t('f32', [n, 32 * 192]), out = t('f32', [n, 32 * 128]), kvB = t('f32', [32 * 256, 512]);
+    const staged: Int32Array[] = [];
+    const hostArg = c.hostArg.bind(c);
+    c.hostArg = (key, a, hint) => (staged.push(Int32Array.from(a as Int32Array)), hostArg(key, a, hint));
+    cudaMlaDecodeBatch(c, out, q, t(cache, [200000, 576]), kvB, seqs, pd);
+    if (cache === 'bf16') {
+      assert.deepEqual(d.names(), ['mla_absorbq_f32', 'mla_decode_tc_bf16', 'mla_combine_f32', 'mla_outproj_f32']);
+      const tc = d.launches[1];
+      assert.deepEqual(tc.grid, [64, 1, n]);
+      assert.deepEqual(d.launches[0].grid, [32, n, 4], 'absorption: heads × sequences × column blocks');
+      const stride = 1 + 128;
+      assert.equal(tc.args[5], stride, 'meta stride');
+      const meta = staged[0];
+      assert.equal(meta.length, n * stride);
+      ctxs.forEach((ctx, i) => {
+        const used = Math.ceil((ctx + 1) / 16);
+        assert.equal(meta[i * stride], ctx, `sequence ${i}: ctxStart`);
+        assert.deepEqual(Array.from(meta.subarray(i * stride + 1, i * stride + 1 + used)), Array.from(seqs[i].blockTable.subarray(0, used)), `sequence ${i}: block table`);
+        assert.ok(meta.subarray(i * stride + 1 + used, (i + 1) * stride).every((v) => v === 0), `sequence ${i}: zero padding`);
+      });
+    } else assert.equal(d.names().filter((x) => x === 'mla_attend_paged_f32').length, n, 'f32 cache: one per-head kernel launch per sequence');
+  }
+});

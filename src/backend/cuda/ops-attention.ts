@@ -13,6 +13,7 @@ import { checkRoute, routeGroups } from '../../ops/moe/moe.js';
 import type { CudaContext } from './context.js';
 import { f32Act, roundedCopy, rowThreads, strideGrid } from './ops-basic.js';
 import { moeExpertsFast } from './ops-moe.js';
+import { mlaMetaLength } from './step-args.js';
 
 const F = {
   lightning: 'src/ops/lightning/lightning.cu',
@@ -212,27 +213,17 @@ export function cudaMlaPrefill(c: CudaContext, out: Tensor, q: Tensor, cache: Te
 export function cudaMlaAttention(c: CudaContext, out: Tensor, q: Tensor, cache: Tensor, kvB: Tensor, seq: MlaSeq, p: MlaParams): void {
   const { nHeads: H, qkNope: Dn, qkRope: Dr, vHead: Dv, kvLora: L, scale } = p;
   const n = checkMlaShapes(out, q, cache, kvB, p);
-  for (const t of [out, q, kvB]) f32Act(t, 'mla attention');
-  const cd = cacheDtype(cache, 'mla attention');
-  // The bf16 kernels read a row's values in pairs: even-width rows keep them 4-byte aligned.
-  if (cd === 'bf16') assert(c.ptr(cache) % 4n === 0n, () => `mla attention: bf16 cache at an address not 4-byte aligned`);
-  assert(L <= 1024, () => `mla: kv_lora_rank ${L} over 1024 (the kernel's per-thread accumulators)`);
+  const cd = mlaChecks(c, out, q, cache, kvB, p);
   if (n === 0) return;
   const ctx = seq.ctxStart + n;
   // Decode (n = 1): a fixed split count and the block table padded to a power of two (≥ 64
   // blocks), so the arguments keep their shape as the context grows and a captured graph replays.
   const decode = n === 1 && H < 2 * c.info.sms;
-  const tc = decode && mlaDecodeTc(c, cd, L, Dr);
+  if (decode && mlaDecodeTc(c, cd, L, Dr)) return mlaDecodeTcRows(c, out, q, cache, kvB, [seq], p);
   // Split the context over more blocks when (query, head) pairs alone cannot fill the GPU.
-  const S = tc ? MLA_DECODE_TC_SPLITS : decode ? MLA_DECODE_SPLITS : n * H >= 2 * c.info.sms ? 1 : Math.min(32, Math.max(1, Math.ceil(ctx / 64)));
-  const qlat = c.scratch('mla-qlat', n * H * L * 4);
-  const olat = c.scratch('mla-olat', n * H * L * 4);
-  const part = c.scratch('mla-part', n * H * S * (L + 2) * 4);
-  // One output column a thread (H·n·ceil(L / 128) blocks: at batch 1, 32 blocks left the GPU idle);
-  // kv_b's bf16 twin where it has one (the same values, half the bytes).
-  const kvB16 = c.bf16Twin(kvB), Z = Math.ceil(L / 128);
-  if (kvB16 !== null) c.launch(c.kernel(F.mla, 'mla_absorbq_bf16', 'pppiiiii'), [H, n, Z], 128, 0, [qlat, c.ptr(q), kvB16, H, Dn, Dr, Dv, L]);
-  else c.launch(c.kernel(F.mla, 'mla_absorbq_f32', 'pppiiiii'), [H, n, Z], 128, 0, [qlat, c.ptr(q), c.ptr(kvB), H, Dn, Dr, Dv, L]);
+  const S = decode ? MLA_DECODE_SPLITS : n * H >= 2 * c.info.sms ? 1 : Math.min(32, Math.max(1, Math.ceil(ctx / 64)));
+  const { qlat, olat, part } = mlaScratch(c, n, S, p);
+  mlaAbsorbQ(c, qlat, q, kvB, n, p);
   if (decode) {
     const used = Math.ceil(ctx / p.blockSize);
     assert(used <= seq.blockTable.length, () => `MLA position ${ctx - 1} beyond block table of ${seq.blockTable.length} blocks of ${p.blockSize}`);
@@ -240,23 +231,89 @@ export function cudaMlaAttention(c: CudaContext, out: Tensor, q: Tensor, cache: 
     meta[0] = seq.ctxStart;
     meta.set(seq.blockTable.subarray(0, used), 1);
     const metaArg = c.hostArg('mla-meta', meta, { kind: 'mlaMeta', table: seq.blockTable, blockSize: p.blockSize });
-    if (tc) {
-      // Every head of a group of 32 per block: each latent row is read once per group, not per head.
-      // Shared memory: q hi + lo and 3 cache tiles of 32 rows (pitch P), scores, P hi + lo, stats.
-      const P = L + Dr + 8, smem = (2 + 3) * 32 * P * 2 + 32 * 33 * 4 + 2 * 32 * 40 * 2 + 3 * 32 * 4;
-      c.launch(c.kernel(F.mlaDecodeTc, 'mla_decode_tc_bf16', 'pppppiiifi'), [S, Math.ceil(H / 32), 1], 128, smem, [part, qlat, c.ptr(q), c.ptr(cache), metaArg, H, Dn, Dr, scale, p.blockSize]);
-    } else {
-      const paged = c.kernel(F.mla, `mla_attend_paged_${cd}`, 'pppppiiiifi');
-      c.launch(paged, [H, n, S], 128, 4 * (L + Dr), [part, qlat, c.ptr(q), c.ptr(cache), metaArg, H, Dn, Dr, L, scale, p.blockSize]);
-    }
+    const paged = c.kernel(F.mla, `mla_attend_paged_${cd}`, 'pppppiiiifi');
+    c.launch(paged, [H, n, S], 128, 4 * (L + Dr), [part, qlat, c.ptr(q), c.ptr(cache), metaArg, H, Dn, Dr, L, scale, p.blockSize]);
   } else {
     const rows = cacheRows(seq, p.blockSize, 0, ctx, cache.shape[0], mlaCacheRow);
     const attend = c.kernel(F.mla, `mla_attend_${cd}`, 'pppppiiiiifi');
     c.launch(attend, [H, n, S], 128, 4 * (L + Dr), [part, qlat, c.ptr(q), c.ptr(cache), c.hostArg('mla-rows', rows), seq.ctxStart, H, Dn, Dr, L, scale, Math.ceil(ctx / S)]);
   }
-  c.launch(c.kernel(F.mla, 'mla_combine_f32', 'ppiii'), [H, n, Z], 128, 0, [olat, part, H, L, S]);
+  mlaMergeOut(c, out, olat, part, kvB, n, S, p);
+}
+
+/**
+ * Ops.mlaDecodeBatch: one query per sequence (row i: seqs[i]). On the tensor-core kernel every
+ * kernel is one launch for the whole batch; otherwise (f32 cache, other ranks) each row alone.
+ */
+export function cudaMlaDecodeBatch(c: CudaContext, out: Tensor, q: Tensor, cache: Tensor, kvB: Tensor, seqs: readonly MlaSeq[], p: MlaParams): void {
+  const n = checkMlaShapes(out, q, cache, kvB, p);
+  assert(n === seqs.length, () => `mlaDecodeBatch: ${n} query rows for ${seqs.length} sequences`);
+  const cd = mlaChecks(c, out, q, cache, kvB, p);
+  if (n === 0) return;
+  if (p.nHeads < 2 * c.info.sms && mlaDecodeTc(c, cd, p.kvLora, p.qkRope)) return mlaDecodeTcRows(c, out, q, cache, kvB, seqs, p);
+  seqs.forEach((s, i) => cudaMlaAttention(c, out.rows(i, 1), q.rows(i, 1), cache, kvB, s, p));
+}
+
+/** Shape-independent checks of an MLA attention call; the cache's element type. */
+function mlaChecks(c: CudaContext, out: Tensor, q: Tensor, cache: Tensor, kvB: Tensor, p: MlaParams): 'f32' | 'bf16' {
+  for (const t of [out, q, kvB]) f32Act(t, 'mla attention');
+  const cd = cacheDtype(cache, 'mla attention');
+  // The bf16 kernels read a row's values in pairs: even-width rows keep them 4-byte aligned.
+  if (cd === 'bf16') assert(c.ptr(cache) % 4n === 0n, () => `mla attention: bf16 cache at an address not 4-byte aligned`);
+  assert(p.kvLora <= 1024, () => `mla: kv_lora_rank ${p.kvLora} over 1024 (the kernel's per-thread accumulators)`);
+  return cd;
+}
+
+function mlaScratch(c: CudaContext, n: number, S: number, p: MlaParams): { qlat: bigint; olat: bigint; part: bigint } {
+  const { nHeads: H, kvLora: L } = p;
+  return { qlat: c.scratch('mla-qlat', n * H * L * 4), olat: c.scratch('mla-olat', n * H * L * 4), part: c.scratch('mla-part', n * H * S * (L + 2) * 4) };
+}
+
+/**
+ * qlat [n, H, L] = each query's q_nope · W_UK: one output column a thread (H·n·ceil(L / 128)
+ * blocks; at batch 1, 32 blocks left the GPU idle), from kv_b's bf16 twin where it has one (the
+ * same values, half the bytes).
+ */
+function mlaAbsorbQ(c: CudaContext, qlat: bigint, q: Tensor, kvB: Tensor, n: number, p: MlaParams): void {
+  const { nHeads: H, qkNope: Dn, qkRope: Dr, vHead: Dv, kvLora: L } = p;
+  const kvB16 = c.bf16Twin(kvB), Z = Math.ceil(L / 128);
+  if (kvB16 !== null) c.launch(c.kernel(F.mla, 'mla_absorbq_bf16', 'pppiiiii'), [H, n, Z], 128, 0, [qlat, c.ptr(q), kvB16, H, Dn, Dr, Dv, L]);
+  else c.launch(c.kernel(F.mla, 'mla_absorbq_f32', 'pppiiiii'), [H, n, Z], 128, 0, [qlat, c.ptr(q), c.ptr(kvB), H, Dn, Dr, Dv, L]);
+}
+
+/** Merge the S split partials into olat, then out [n, H·Dv] = W_UV · olat per head. */
+function mlaMergeOut(c: CudaContext, out: Tensor, olat: bigint, part: bigint, kvB: Tensor, n: number, S: number, p: MlaParams): void {
+  const { nHeads: H, qkNope: Dn, vHead: Dv, kvLora: L } = p;
+  c.launch(c.kernel(F.mla, 'mla_combine_f32', 'ppiii'), [H, n, Math.ceil(L / 128)], 128, 0, [olat, part, H, L, S]);
   const outs = n * H * Dv;
   c.launch(c.kernel(F.mla, 'mla_outproj_f32', 'pppiiiii'), [Math.ceil(outs / 8), 1, 1], 256, 0, [c.ptr(out), olat, c.ptr(kvB), n, H, Dn, Dv, L]);
+}
+
+/**
+ * Absorbed decode of n sequences, one query each, on the tensor-core kernel (mla-decode-tc.cu:
+ * every head of a group of 32 per block, grid z = the sequence). meta: per sequence [ctxStart,
+ * block table zero-padded to the batch's power of two ≥ 64 blocks], `stride` words apart, so the
+ * arguments keep their shape as contexts grow and a captured graph replays until the longest
+ * table crosses a power of two.
+ */
+function mlaDecodeTcRows(c: CudaContext, out: Tensor, q: Tensor, cache: Tensor, kvB: Tensor, seqs: readonly MlaSeq[], p: MlaParams): void {
+  const { nHeads: H, qkNope: Dn, qkRope: Dr, kvLora: L, scale, blockSize: bs } = p;
+  const n = seqs.length, S = MLA_DECODE_TC_SPLITS;
+  const { qlat, olat, part } = mlaScratch(c, n, S, p);
+  mlaAbsorbQ(c, qlat, q, kvB, n, p);
+  const stride = Math.max(...seqs.map((s) => mlaMetaLength(s.ctxStart, bs)));
+  const meta = new Int32Array(n * stride);
+  seqs.forEach((s, i) => {
+    const used = Math.ceil((s.ctxStart + 1) / bs);
+    assert(used <= s.blockTable.length, () => `MLA position ${s.ctxStart} beyond block table of ${s.blockTable.length} blocks of ${bs}`);
+    meta[i * stride] = s.ctxStart;
+    meta.set(s.blockTable.subarray(0, used), i * stride + 1);
+  });
+  const metaArg = c.hostArg('mla-meta', meta, { kind: 'mlaMetaRows', tables: seqs.map((s) => s.blockTable), blockSize: bs });
+  // Shared memory: q hi + lo and 3 cache tiles of 32 rows (pitch P), scores, P hi + lo, stats.
+  const P = L + Dr + 8, smem = (2 + 3) * 32 * P * 2 + 32 * 33 * 4 + 2 * 32 * 40 * 2 + 3 * 32 * 4;
+  c.launch(c.kernel(F.mlaDecodeTc, 'mla_decode_tc_bf16', 'pppppiiiifi'), [S, Math.ceil(H / 32), n], 128, smem, [part, qlat, c.ptr(q), c.ptr(cache), metaArg, stride, H, Dn, Dr, scale, bs]);
+  mlaMergeOut(c, out, olat, part, kvB, n, S, p);
 }
 
 export function cudaGqaCacheWrite(c: CudaContext, cache: Tensor, k: Tensor, v: Tensor, seq: KvSeq, p: GqaParams): void {

@@ -426,6 +426,39 @@ describe('cuda ops vs cpu', { skip }, () => {
     }
   });
 
+  // Batched decode (Ops.mlaDecodeBatch): five sequences with their own block tables and contexts in
+  // one bf16 cache, one launch per kernel on the GPU; every row against the CPU and, bit for bit,
+  // against the same sequence decoded alone on the GPU.
+  test('MLA batched decode on tensor cores: five sequences (contexts 1..2501) in one launch = each alone (bitwise) = CPU', (t) => {
+    const H = 32, p: MlaParams = { nHeads: H, qkNope: 128, qkRope: 64, vHead: 128, kvLora: 512, scale: 192 ** -0.5, blockSize: 16 };
+    const W = p.kvLora + p.qkRope, ctxs = [0, 40, 1100, 17, 2500], per = 160, blocks = per * ctxs.length;
+    const cache = { c: cpu.alloc('f32', [blocks * 16, W]), g: gpu.alloc('bf16', [blocks * 16, W]) };
+    const kvB = rand([H * 256, p.kvLora], 1 / Math.sqrt(p.kvLora));
+    const seqs = ctxs.map((ctxStart, i) => ({ blockTable: Int32Array.from({ length: per }, (_, b) => (b * 7 + i * 3) % per + i * per), ctxStart }));
+    for (const s of seqs) {
+      // Positions 0..ctxStart of each sequence (its new token included) in both caches.
+      const n = s.ctxStart + 1, seq = { blockTable: s.blockTable, ctxStart: 0 };
+      const ckv = rand([n, p.kvLora]), kpe = rand([n, p.qkRope]);
+      cpu.ops.roundBf16(ckv.c);
+      cpu.ops.roundBf16(kpe.c);
+      cpu.ops.mlaCacheWrite(cache.c, ckv.c, kpe.c, seq, p);
+      gpu.ops.mlaCacheWrite(cache.g, ckv.g, kpe.g, seq, p);
+    }
+    const q = rand([ctxs.length, H * 192], 0.5);
+    const o = out([ctxs.length, H * 128]);
+    cpu.ops.mlaDecodeBatch(o.c, q.c, cache.c, kvB.c, seqs, p);
+    gpu.ops.mlaDecodeBatch(o.g, q.g, cache.g, kvB.g, seqs, p);
+    check(t, `batched decode of ${ctxs.length} sequences`, o, 1e-7);
+    const batched = gpu.download(o.g);
+    seqs.forEach((s, i) => {
+      const one = out([1, H * 128]);
+      gpu.ops.mlaDecodeAbsorbed(one.g, q.g.rows(i, 1), cache.g, kvB.g, s, p);
+      const alone = gpu.download(one.g), row = batched.subarray(i * H * 128, (i + 1) * H * 128);
+      const at = alone.findIndex((v, j) => v !== row[j]);
+      assert.equal(at, -1, `sequence ${i} (ctx ${s.ctxStart + 1}): batched row differs from it alone at ${at}`);
+    });
+  });
+
   test('GQA with a bf16 KV cache: cache write rounds as the CPU does (exact), attention (one block and split-context)', (t) => {
     for (const [H, KVH, D] of [[4, 2, 16], [8, 1, 128], [3, 3, 7]]) {
       const p = { nHeads: H, nKvHeads: KVH, headDim: D, scale: D ** -0.5, blockSize: 16 };

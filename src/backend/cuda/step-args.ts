@@ -23,7 +23,12 @@ export type ArgHint =
   /** Paged cache rows of positions [from, from + n) of the sequence owning `table`. */
   | { readonly kind: 'cacheRows'; readonly table: Int32Array; readonly blockSize: number; readonly from: number }
   /** MLA decode metadata: [ctxStart, block table padded to a power of two ≥ 64 blocks]. */
-  | { readonly kind: 'mlaMeta'; readonly table: Int32Array; readonly blockSize: number };
+  | { readonly kind: 'mlaMeta'; readonly table: Int32Array; readonly blockSize: number }
+  /**
+   * Batched MLA decode metadata: per sequence (its block table) [ctxStart, block table], each
+   * padded to the longest's mlaMetaLength.
+   */
+  | { readonly kind: 'mlaMetaRows'; readonly tables: readonly Int32Array[]; readonly blockSize: number };
 
 /** One argument of a staging pass: where it sits in the arena and how to recompute it. */
 export interface StagedArg {
@@ -63,6 +68,23 @@ function writer(a: StagedArg, batch: StepShape): Writer | null {
       }
       return true;
     };
+  if (h.kind === 'mlaMetaRows') {
+    const ks = h.tables.map((t) => batch.seqs.findIndex((s) => s.seq.blockTable === t));
+    if (ks.some((k) => k < 0) || n % ks.length !== 0) return null;
+    const bs = h.blockSize, stride = n / ks.length;
+    return (b, img) => {
+      const seqs = ks.map((k) => b.seqs[k]);
+      if (Math.max(...seqs.map((s) => mlaMetaLength(s.ctxStart, bs))) !== stride) return false;
+      for (let i = 0; i < seqs.length; i++) {
+        const s = seqs[i], used = Math.ceil((s.ctxStart + 1) / bs), t = s.seq.blockTable;
+        if (used > t.length) return false;
+        img[at + i * stride] = s.ctxStart;
+        img.set(t.subarray(0, used), at + i * stride + 1);
+        img.fill(0, at + i * stride + 1 + used, at + (i + 1) * stride);
+      }
+      return true;
+    };
+  }
   const k = batch.seqs.findIndex((s) => s.seq.blockTable === h.table);
   if (k < 0) return null;
   const bs = h.blockSize;

@@ -14,7 +14,7 @@ import { refGqaAttention, refGqaCacheWrite } from '../../ops/gqa/gqa.js';
 import { refGroupRmsnormGate } from '../../ops/group-norm-gate/group-norm-gate.js';
 import { refLightningDecode, refLightningPrefill } from '../../ops/lightning/lightning.js';
 import { refMatmul } from '../../ops/matmul/matmul.js';
-import { refMlaCacheWrite, refMlaDecodeAbsorbed, refMlaPrefillExpanded } from '../../ops/mla/mla.js';
+import { refMlaCacheWrite, refMlaDecodeAbsorbed, refMlaDecodeBatch, refMlaPrefillExpanded } from '../../ops/mla/mla.js';
 import { refMoeExperts, refMoeRoute } from '../../ops/moe/moe.js';
 import { refAddRmsnorm, refHeadRmsnorm, refRmsnorm } from '../../ops/rmsnorm/rmsnorm.js';
 import { refRope } from '../../ops/rope/rope.js';
@@ -37,6 +37,7 @@ export const referenceOps: Ops = {
   mlaCacheWrite: refMlaCacheWrite,
   mlaPrefillExpanded: refMlaPrefillExpanded,
   mlaDecodeAbsorbed: refMlaDecodeAbsorbed,
+  mlaDecodeBatch: refMlaDecodeBatch,
   gqaCacheWrite: refGqaCacheWrite,
   gqaAttention: refGqaAttention,
   moeRoute: refMoeRoute,

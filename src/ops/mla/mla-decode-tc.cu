@@ -2,15 +2,17 @@
 // the absorbed form all heads attend over the same latent rows, so a block that owns a slice of
 // the context reads each cache row once for 32 heads instead of once per head).
 //
-// One query per sequence (n = 1), bf16 paged latent cache, kv_lora_rank L = 512 (every v2.5 model),
-// rope width Dr with (L + Dr) % 32 == 0. MD_ST-deep cp.async pipeline. Grid (S, ceil(H / 32)): block (z, hg) covers context split
-// z for heads 32·hg.. (rows past H are zero queries, not written). Per tile of MD_R cache rows:
+// One query per sequence, bf16 paged latent cache, kv_lora_rank L = 512 (every v2.5 model), rope
+// width Dr with (L + Dr) % 32 == 0. MD_ST-deep cp.async pipeline. Grid (S, ceil(H / 32), n): block
+// (z, hg, i) covers context split z of sequence i for heads 32·hg.. (rows past H are zero queries,
+// not written); sequence i's meta is [ctxStart, block table] at meta + i·metaStride, its query row
+// i of q and qlat. Per tile of MD_R cache rows:
 //   scores [32, R] = q_lat·ckvᵀ + q_pe·kpeᵀ   (A = the queries, bf16 hi + lo; B = cache rows, exact bf16)
 //   online softmax per head (f32), P = e^(s − m) as bf16 hi + lo
 //   acc [32, L] += P · ckv                    (B = cache rows through ldmatrix.trans)
 // so every product is f32-faithful (two MMAs per product, the cache's values are bf16 exactly) and
 // the result matches the CUDA-core kernel (mla.cu) and the CPU to ~1e-10 NMSE. Writes the same
-// partials as mla_attend_paged_*: part[(h·S + z)·(L + 2)] = [acc (L) | max | sum], merged by
+// partials as mla_attend_*: part[((i·H + h)·S + z)·(L + 2)] = [acc (L) | max | sum], merged by
 // mla_combine_f32. 4 warps: a warp's scores are rows 8w..8w+7 of the tile; its acc columns
 // 128w..128w+127 (16 n8 tiles × 2 head tiles: 128 f32 a thread).
 #include "../cuda-common.cuh"
@@ -26,8 +28,8 @@
 // Shared memory (bytes), with P = Wc + 8 (odd multiple of 16 bytes: conflict-free ldmatrix):
 //   q hi, q lo [32][P] bf16 · cache tiles [MD_ST][R][P] bf16 · scores [32][R + 1] f32 · P hi, lo [32][MD_PP]
 //   bf16 · running max, sum, correction [32] f32 each.
-extern "C" __global__ void __launch_bounds__(128) mla_decode_tc_bf16(float* part, const float* qlat, const float* q, const unsigned short* cache, const int* meta, int H, int Dn, int Dr,
-                                                                     float scale, int bs) {
+extern "C" __global__ void __launch_bounds__(128) mla_decode_tc_bf16(float* part, const float* qlat, const float* q, const unsigned short* cache, const int* meta, int metaStride, int H,
+                                                                     int Dn, int Dr, float scale, int bs) {
   const int Wc = MD_L + Dr, P = Wc + 8;
   extern __shared__ uint4 mdRaw[];
   unsigned short* sQh = reinterpret_cast<unsigned short*>(mdRaw);
@@ -40,10 +42,11 @@ extern "C" __global__ void __launch_bounds__(128) mla_decode_tc_bf16(float* part
   float* sL = sM + MD_HB;
   float* sCorr = sL + MD_HB;
 
-  const int z = blockIdx.x, S = gridDim.x, h0 = blockIdx.y * MD_HB;
+  const int z = blockIdx.x, S = gridDim.x, h0 = blockIdx.y * MD_HB, i = blockIdx.z;  // i: the sequence (query row)
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t4 = lane & 3;
-  const int ctxStart = meta[0], ctx = ctxStart + 1;
-  const int* bt = meta + 1;
+  const int* m = meta + (long long)i * metaStride;
+  const int ctxStart = m[0], ctx = ctxStart + 1;
+  const int* bt = m + 1;
   const int per = (ctx + S - 1) / S;
   const int splitLen = (per + MD_R - 1) / MD_R * MD_R;
   const int from = z * splitLen, to = min(ctx, from + splitLen);
@@ -52,7 +55,7 @@ extern "C" __global__ void __launch_bounds__(128) mla_decode_tc_bf16(float* part
   for (int idx = tid; idx < MD_HB * Wc; idx += blockDim.x) {
     const int hh = idx / Wc, c = idx - hh * Wc, h = h0 + hh;
     float v = 0.f;
-    if (h < H) v = c < MD_L ? qlat[(long long)h * MD_L + c] : q[(long long)h * (Dn + Dr) + Dn + (c - MD_L)];
+    if (h < H) v = c < MD_L ? qlat[((long long)i * H + h) * MD_L + c] : q[((long long)i * H + h) * (Dn + Dr) + Dn + (c - MD_L)];
     const unsigned short hi = f2bf(v);
     sQh[hh * P + c] = hi;
     sQl[hh * P + c] = f2bf(v - bf2f(hi));
@@ -191,12 +194,12 @@ extern "C" __global__ void __launch_bounds__(128) mla_decode_tc_bf16(float* part
     for (int hf = 0; hf < 2; hf++) {
       const int h = h0 + mt * 16 + g + hf * 8;
       if (h >= H) continue;
-      float* out = part + ((long long)h * S + z) * (MD_L + 2);
+      float* out = part + (((long long)i * H + h) * S + z) * (MD_L + 2);
 #pragma unroll
       for (int nt = 0; nt < 16; nt++) *reinterpret_cast<float2*>(out + warp * 128 + nt * 8 + 2 * t4) = make_float2(acc[mt][nt][2 * hf], acc[mt][nt][2 * hf + 1]);
     }
   if (tid < MD_HB && h0 + tid < H) {
-    float* out = part + ((long long)(h0 + tid) * S + z) * (MD_L + 2);
+    float* out = part + (((long long)i * H + h0 + tid) * S + z) * (MD_L + 2);
     out[MD_L] = sM[tid];
     out[MD_L + 1] = sL[tid];
   }

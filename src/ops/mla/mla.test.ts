@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { MlaParams, MlaSeq } from '../../backend/backend.js';
 import { CpuBackend } from '../../backend/cpu/cpu-backend.js';
+import { ReferenceBackend } from '../../backend/reference/reference-backend.js';
 import { toF64 } from '../../tensor/tensor.js';
 import { compare, fmtStats } from '../../util/compare.js';
 import { Prng } from '../../util/prng.js';
@@ -251,5 +252,41 @@ test('mlaCacheWrite places rows where the block table says and touches nothing e
         assert.ok(s.maxAbs <= 1e-6 * 8, `${which} bs=${blockSize}: ${fmtStats(s)}`);
       }
     }
+  });
+});
+
+test('mlaDecodeBatch: row i is sequence i decoded alone (three sequences, own block tables and contexts, one cache), on the cpu and the reference; rows ≠ sequences is refused', () => {
+  withCpu((be) => {
+    const d = odd, blockSize = 4, W = d.L + d.Dr;
+    const rng = new Prng(77);
+    const p: MlaParams = { nHeads: d.H, qkNope: d.Dn, qkRope: d.Dr, vHead: d.Dv, kvLora: d.L, scale: (d.Dn + d.Dr) ** -0.5, blockSize };
+    const rows = 12 * blockSize;
+    const cache = pair([rows, W], randf(rng, rows * W));
+    const kvB = pair([d.H * (d.Dn + d.Dv), d.L], randf(rng, d.H * (d.Dn + d.Dv) * d.L, d.L ** -0.5));
+    // Disjoint blocks; contexts 0 (one token), 9 and 22 (the new token at ctxStart is in the cache).
+    const seqs: MlaSeq[] = [
+      { blockTable: Int32Array.of(7), ctxStart: 0 },
+      { blockTable: Int32Array.of(3, 10, 1), ctxStart: 9 },
+      { blockTable: Int32Array.of(0, 5, 9, 2, 11, 6), ctxStart: 22 },
+    ];
+    const Dq = d.H * (d.Dn + d.Dr), Do = d.H * d.Dv;
+    const qv = randf(rng, 3 * Dq, 1.5);
+    const q = pair([3, Dq], qv);
+    const out = pair([3, Do], new Float64Array(3 * Do));
+    be.ops.mlaDecodeBatch(out.cpu, q.cpu, cache.cpu, kvB.cpu, seqs, p);
+    const ref = new ReferenceBackend();
+    ref.ops.mlaDecodeBatch(out.ref, q.ref, cache.ref, kvB.ref, seqs, p);
+    const got = toF64(out.cpu), want = toF64(out.ref);
+    seqs.forEach((seq, i) => {
+      const one = pair([1, Do], new Float64Array(Do));
+      const qi = pair([1, Dq], qv.subarray(i * Dq, (i + 1) * Dq));
+      be.ops.mlaDecodeAbsorbed(one.cpu, qi.cpu, cache.cpu, kvB.cpu, seq, p);
+      refMlaDecodeAbsorbed(one.ref, qi.ref, cache.ref, kvB.ref, seq, p);
+      assert.deepEqual(Array.from(got.subarray(i * Do, (i + 1) * Do)), Array.from(toF64(one.cpu)), `cpu row ${i} ≠ its sequence alone`);
+      assert.deepEqual(Array.from(want.subarray(i * Do, (i + 1) * Do)), Array.from(toF64(one.ref)), `reference row ${i} ≠ its sequence alone`);
+    });
+    const s = compare(got, want);
+    assert.ok(s.maxRel < 1e-5 && s.nmse < 1e-12, `cpu vs reference: ${fmtStats(s)}`);
+    assert.throws(() => be.ops.mlaDecodeBatch(out.cpu, q.cpu, cache.cpu, kvB.cpu, seqs.slice(0, 2), p), /mlaDecodeBatch q/);
   });
 });

@@ -8,7 +8,7 @@
  * ctxStart+i and attends causally to positions 0..ctxStart+i, all already in the cache.
  * out [n, H·Dv].
  */
-import type { MlaParams, MlaSeq } from '../../backend/backend.js';
+import type { MlaParams, MlaSeq, Ops } from '../../backend/backend.js';
 import { checkShape, fromF64, toF64, type Tensor } from '../../tensor/tensor.js';
 import { assert } from '../../util/assert.js';
 import { roundBf16 } from '../../util/numeric.js';
@@ -109,4 +109,15 @@ export function refMlaPrefillExpanded(out: Tensor, q: Tensor, cache: Tensor, kvB
 /** Same result as the expanded form by definition; see refMlaExpandedF64. */
 export function refMlaDecodeAbsorbed(out: Tensor, q: Tensor, cache: Tensor, kvB: Tensor, seq: MlaSeq, p: MlaParams): void {
   refMlaExpandedF64(out, q, cache, kvB, seq, p);
+}
+
+/** Ops.mlaDecodeBatch on a backend without a batched kernel: row i through `single` alone (the definition). */
+export function mlaDecodeEach(single: Ops['mlaDecodeAbsorbed'], out: Tensor, q: Tensor, cache: Tensor, kvB: Tensor, seqs: readonly MlaSeq[], p: MlaParams): void {
+  checkShape(q, [seqs.length, -1], 'mlaDecodeBatch q');
+  checkShape(out, [seqs.length, -1], 'mlaDecodeBatch out');
+  seqs.forEach((s, i) => single(out.rows(i, 1), q.rows(i, 1), cache, kvB, s, p));
+}
+
+export function refMlaDecodeBatch(out: Tensor, q: Tensor, cache: Tensor, kvB: Tensor, seqs: readonly MlaSeq[], p: MlaParams): void {
+  mlaDecodeEach(refMlaDecodeAbsorbed, out, q, cache, kvB, seqs, p);
 }
