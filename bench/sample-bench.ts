@@ -37,7 +37,6 @@ function main(): void {
   const { values } = parseArgs({ options: { decode: { type: 'string', default: '1,64' }, ctx: { type: 'string', default: '1024' }, steps: { type: 'string', default: '20' }, out: { type: 'string', default: 'bench/results/gpu-sampling.json' } } });
   const batches = list(values.decode), ctx = Number(values.ctx), steps = Number(values.steps);
   const be = new CudaBackend({ dummyWeights: { seed: 1 } });
-  const c = be.c;
   log(`device: ${be.device.name} (sm_${be.device.major}${be.device.minor}, ${be.device.sms} SMs), geometry flash`);
   const { config, naming } = parseConfig(flashCutConfig());
   const spec = buildSpec(config, naming);

@@ -6,7 +6,7 @@
  */
 import { parseArgs } from 'node:util';
 import { createInterface } from 'node:readline';
-import { loadModel, type BailingModel, type ChatMessage, type GenerateOptions } from '../api/model.js';
+import { loadModel, type BailingModel, type ChatMessage } from '../api/model.js';
 import type { ChunkStream } from '../api/stream.js';
 import { BailingError, InvalidRequestError } from '../util/errors.js';
 import { commonOptions, loadOptions, samplingOptionsOf, samplingOptions } from './args.js';

@@ -15,7 +15,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Backend, Ops } from '../backend/backend.js';
+import type { Backend } from '../backend/backend.js';
 import { CpuBackend } from '../backend/cpu/cpu-backend.js';
 import { ReferenceBackend } from '../backend/reference/reference-backend.js';
 import { toF64, type Tensor } from '../tensor/tensor.js';

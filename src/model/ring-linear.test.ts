@@ -11,7 +11,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CpuBackend } from '../backend/cpu/cpu-backend.js';
 import { ReferenceBackend } from '../backend/reference/reference-backend.js';
-import { toF64 } from '../tensor/tensor.js';
 import { compare, fmtStats } from '../util/compare.js';
 import { ModelLoadError } from '../util/errors.js';
 import { buildSpec, parseConfig, type Compat, type ModelSpec } from './config.js';

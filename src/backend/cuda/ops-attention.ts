@@ -211,7 +211,7 @@ export function cudaMlaPrefill(c: CudaContext, out: Tensor, q: Tensor, cache: Te
  * query, online-softmax attention over the latent cache, then W_UV. kvB is f32 ('vector' weight).
  */
 export function cudaMlaAttention(c: CudaContext, out: Tensor, q: Tensor, cache: Tensor, kvB: Tensor, seq: MlaSeq, p: MlaParams): void {
-  const { nHeads: H, qkNope: Dn, qkRope: Dr, vHead: Dv, kvLora: L, scale } = p;
+  const { nHeads: H, qkNope: Dn, qkRope: Dr, kvLora: L, scale } = p;
   const n = checkMlaShapes(out, q, cache, kvB, p);
   const cd = mlaChecks(c, out, q, cache, kvB, p);
   if (n === 0) return;
