@@ -143,7 +143,7 @@ export function forwardMixed(h: Harness, seqs: readonly CacheSeq[], parts: reado
     },
     h.cache,
   );
-  const all = toF64(logits);
+  const all = logits.storage.kind === 'host' ? toF64(logits) : Float64Array.from(h.model.be.download(logits));
   const V = logits.shape[1];
   return parts.map((_, i) => all.slice(i * V, (i + 1) * V));
 }

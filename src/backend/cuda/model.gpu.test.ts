@@ -3,7 +3,8 @@
  * and the Ring-linear GQA variants) and on the embedded model: logits NMSE ≤ 1e-4 at every prompt
  * position and decode step, greedy tokens identical for 32 steps — with the CPU's expert choices
  * imposed on the GPU, and on a free GPU run up to its first routing flip, which must be a near-tie
- * (RouteTape); on the GPU alone, chunked prefill equals one prefill (routing imposed the same way).
+ * (RouteTape); on the GPU alone, chunked prefill equals one prefill (routing imposed the same way)
+ * and a batch of N sequences equals N runs of one.
  * Skips without a CUDA device.
  */
 import { after, before, describe, test } from 'node:test';
@@ -15,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 import type { KvCacheDtype } from '../../cache/hybrid-cache.js';
 import type { MatmulInputs } from '../backend.js';
 import { CpuBackend } from '../cpu/cpu-backend.js';
-import { argmax, harness, randomPrompt, RouteTape, runPrompt, type Harness, type RouteFlip } from '../../model/test-harness.js';
+import { argmax, forwardMixed, harness, randomPrompt, RouteTape, runPrompt, type Harness, type RouteFlip } from '../../model/test-harness.js';
 import { writeTinyModel } from '../../model/tiny-checkpoint.js';
 import { realHeadVariant, ringLinearVariants, tinyVariants } from '../../model/tiny-configs.js';
 import { compare, fmtStats } from '../../util/compare.js';
@@ -166,6 +167,39 @@ const suite = (inputs: MatmulInputs): Promise<void> => describe(`cuda model pari
     }
     t.diagnostic(`smallest routing margin of the whole prefill: ${tape.minMargin().toExponential(2)}`);
   });
+
+  // Batching: a sequence's rows are a function of that sequence alone, so a step that mixes one
+  // decode with two prefills, and then a step that decodes all three (the batched MLA decode at
+  // kv_lora_rank 512, bf16 cache), give each sequence what it gets run alone. The step's size picks
+  // the kernels (GEMV or cuBLASLt, segmented or grouped experts), whose f32-faithful forms differ in
+  // the last bits (split operands carry 16 significant bits: ~1e-5 relative), so rows agree to
+  // NMSE ≤ 1e-6 (measured ≤ 1.5e-8 on H100; a row of another sequence would be O(1)), and bitwise
+  // where both runs take the same kernels. Checked with f32 inputs; with bf16 inputs a row's
+  // rounding follows the GEMM shape, so a routing near-tie may turn (the chunked test above shows
+  // how that is told apart).
+  if (inputs === 'f32')
+    test('GPU: a batch of N sequences (one decode + two prefills, then all three decoding) equals N runs of one (real-heads: kv_lora_rank 512)', (t) => {
+      const dir = join(root, realHeadVariant.name); // written by its parity test above
+      const h0 = (): Harness => harness(dir, gpu, 'default', 512, 16, undefined, KV);
+      const prompts = [randomPrompt(21, 90, 31), randomPrompt(40, 90, 32), randomPrompt(9, 90, 33)];
+      const next = [5, 17, 60];
+      const alone = prompts.map((p, i) => {
+        const h = h0();
+        const r = runPrompt(h, p, p.length);
+        return [r.logits[p.length - 1], runPrompt(h, [next[i]], 1, r.seq).logits[0]];
+      });
+      const h = h0();
+      const s0 = runPrompt(h, prompts[0].slice(0, 20), 20);
+      const seqs = [s0.seq, h.cache.allocSeq()!, h.cache.allocSeq()!];
+      const mixed = forwardMixed(h, seqs, [prompts[0].slice(20), prompts[1], prompts[2]], [20, 0, 0]);
+      const decoded = forwardMixed(h, seqs, next.map((x) => [x]), prompts.map((p) => p.length));
+      for (const [what, got, k] of [['mixed step', mixed, 0], ['all-decode step', decoded, 1]] as const)
+        for (let i = 0; i < 3; i++) {
+          const s = compare(got[i], alone[i][k]);
+          t.diagnostic(`${what}, sequence ${i}: ${fmtStats(s)}`);
+          assert.ok(s.nmse <= 1e-6, `${what}, sequence ${i}: ${fmtStats(s)}`);
+        }
+    });
 });
 
 for (const inputs of ['f32', 'bf16'] as const) void suite(inputs);
