@@ -59,58 +59,35 @@ describe('cuda MLA vs cpu', { skip }, () => {
     }
   };
 
-  test('MLA cache write + attention (prefill from 0, chunk after context, decode; absorbed and flash prefill), paged', (t) => {
-    // Shapes: odd tiny heads (64-wide flash kernel, padded), the flash geometry (128/64/128), and
-    // tiny-brown's (32/32/64).
-    for (const [H, Dn, Dr, Dv, L] of [[4, 6, 4, 5, 12], [4, 128, 64, 128, 512], [3, 32, 32, 64, 64]]) {
-      const p: MlaParams = { nHeads: H, qkNope: Dn, qkRope: Dr, vHead: Dv, kvLora: L, scale: (Dn + Dr) ** -0.5, blockSize: 16 };
-      const blocks = 16;
-      const cache = out([blocks * 16, L + Dr]);
-      cpu.upload(cache.c, new Float64Array(cache.c.numel));
-      gpu.upload(cache.g, new Float64Array(cache.g.numel));
-      const blockTable = Int32Array.from({ length: blocks }, (_, b) => (b * 5 + 3) % blocks);
-      const kvB = rand([H * (Dn + Dv), L], 1 / Math.sqrt(L));
-      let ctx = 0;
-      // The later calls have enough context for the split-context (flash-decoding) path.
-      // ctx 61 before the 150-token chunk: query tiles and key tiles both start mid-block.
-      for (const n of [19, 1, 40, 1, 150, 1, 7]) {
-        const seq = { blockTable, ctxStart: ctx };
-        const ckv = rand([n, L]), kpe = rand([n, Dr]);
-        cpu.ops.mlaCacheWrite(cache.c, ckv.c, kpe.c, seq, p);
-        gpu.ops.mlaCacheWrite(cache.g, ckv.g, kpe.g, seq, p);
-        attendEveryMode(t, `L=${L}`, cache, kvB, seq, p, n);
-        ctx += n;
+  // Paged caches of both kinds. bf16 pages (HybridCache kvCacheDtype 'bf16'): the GPU stores bf16
+  // and its kernels read bf16; the CPU keeps f32 storage and the model rounds what it writes through
+  // bf16 (roundBf16), so both caches must hold identical values (NMSE 0) and the attention keeps the
+  // f32 tolerances. Shapes: odd tiny heads (64-wide flash kernel, padded), an odd bf16 row width
+  // (L + Dr = 17: the unpaired bf16 reads), the flash geometry (128/64/128), tiny-brown's (32/32/64).
+  for (const cd of ['f32', 'bf16'] as const)
+    test(`MLA cache write (${cd} pages) + attention: prefill from 0, chunks after context, decode; absorbed and every prefill mode`, (t) => {
+      const shapes = [[4, 6, 4, 5, 12], ...(cd === 'bf16' ? [[2, 6, 4, 5, 13]] : []), [4, 128, 64, 128, 512], [3, 32, 32, 64, 64]];
+      for (const [H, Dn, Dr, Dv, L] of shapes) {
+        const p: MlaParams = { nHeads: H, qkNope: Dn, qkRope: Dr, vHead: Dv, kvLora: L, scale: (Dn + Dr) ** -0.5, blockSize: 16 };
+        const blocks = 16;
+        const cache = { c: cpu.alloc('f32', [blocks * 16, L + Dr]), g: gpu.alloc(cd, [blocks * 16, L + Dr]) };
+        const blockTable = Int32Array.from({ length: blocks }, (_, b) => (b * 5 + 3) % blocks);
+        const kvB = rand([H * (Dn + Dv), L], 1 / Math.sqrt(L));
+        let ctx = 0;
+        // The later calls have enough context for the split-context (flash-decoding) path.
+        // ctx 61 before the 150-token chunk: query tiles and key tiles both start mid-block.
+        for (const n of [19, 1, 40, 1, 150, 1, 7]) {
+          const seq = { blockTable, ctxStart: ctx };
+          const ckv = rand([n, L]), kpe = rand([n, Dr]);
+          if (cd === 'bf16') for (const x of [ckv.c, kpe.c]) cpu.ops.roundBf16(x);
+          cpu.ops.mlaCacheWrite(cache.c, ckv.c, kpe.c, seq, p);
+          gpu.ops.mlaCacheWrite(cache.g, ckv.g, kpe.g, seq, p); // bf16 pages: unrounded f32 in, rounded by the kernel
+          check(t, `L=${L} ${cd} cache after ctx=${ctx} n=${n}`, cache, 0);
+          attendEveryMode(t, `L=${L} ${cd} cache`, cache, kvB, seq, p, n);
+          ctx += n;
+        }
       }
-    }
-  });
-
-
-  // bf16 paged caches (HybridCache kvCacheDtype 'bf16'): the GPU stores bf16 and its kernels read
-  // bf16; the CPU keeps f32 storage and the model rounds what it writes through bf16 (roundBf16), so
-  // both caches must hold identical values (NMSE 0) and the attention the same tolerances as f32.
-  test('MLA with a bf16 latent cache: cache write rounds as the CPU does (exact), decode and every prefill mode', (t) => {
-    // Odd row width (L + Dr = 17) takes the unpaired bf16 reads; the rest read bf16 pairs.
-    for (const [H, Dn, Dr, Dv, L] of [[4, 6, 4, 5, 12], [2, 6, 4, 5, 13], [4, 128, 64, 128, 512], [3, 32, 32, 64, 64]]) {
-      const p: MlaParams = { nHeads: H, qkNope: Dn, qkRope: Dr, vHead: Dv, kvLora: L, scale: (Dn + Dr) ** -0.5, blockSize: 16 };
-      const blocks = 16;
-      const cache = { c: cpu.alloc('f32', [blocks * 16, L + Dr]), g: gpu.alloc('bf16', [blocks * 16, L + Dr]) };
-      const blockTable = Int32Array.from({ length: blocks }, (_, b) => (b * 5 + 3) % blocks);
-      const kvB = rand([H * (Dn + Dv), L], 1 / Math.sqrt(L));
-      let ctx = 0;
-      for (const n of [19, 1, 40, 1, 150, 1, 7]) {
-        const seq = { blockTable, ctxStart: ctx };
-        const ckv = rand([n, L]), kpe = rand([n, Dr]);
-        cpu.ops.roundBf16(ckv.c);
-        cpu.ops.roundBf16(kpe.c);
-        cpu.ops.mlaCacheWrite(cache.c, ckv.c, kpe.c, seq, p);
-        gpu.ops.mlaCacheWrite(cache.g, ckv.g, kpe.g, seq, p); // unrounded f32 in, rounded by the kernel
-        check(t, `L=${L} bf16 cache after ctx=${ctx} n=${n}`, cache, 0);
-        attendEveryMode(t, `L=${L} bf16 cache`, cache, kvB, seq, p, n);
-        ctx += n;
-      }
-    }
-  });
-
+    });
 
   // The tensor-core decode (mla-decode-tc.cu: every head of a group of 32 per block, hi + lo
   // products): contexts from one row to many tiles per split, splits left empty at short contexts,
