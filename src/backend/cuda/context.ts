@@ -106,7 +106,8 @@ export class CudaContext {
    * Smallest step (> 8 tokens) that takes the grouped expert GEMMs (BAILING_MOE_GEMM_MIN_T; tests
    * lower it) instead of the segmented GEMVs: 16. Flash cut, H100, decode with graphs: batch 64
    * 28.0 → 21.4 ms, batch 256 91.1 → 52.7 ms (each expert's weights read once a step, not once per
-   * 8-pair segment); batch 32 15.2 → 13.4 ms, batch 16 9.50 → 9.32 ms. moePrefill 'cublas' sorts on the host: inside a decode graph it runs segmented.
+   * 8-pair segment); batch 32 15.2 → 13.4 ms, batch 16 9.50 → 9.32 ms. moePrefill 'cublas' sorts
+   * on the host: inside a decode graph it runs segmented.
    */
   moeGemmMinT: number = positiveInt('BAILING_MOE_GEMM_MIN_T', process.env.BAILING_MOE_GEMM_MIN_T, 16);
   /**

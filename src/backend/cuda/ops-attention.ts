@@ -26,10 +26,10 @@ const F = {
 } as const;
 
 /**
- * Context splits of an MLA decode (fixed, so a captured decode step fits every context length):
- * per-head CUDA-core kernel / tensor-core kernel (a block there owns every head of a group, so it
- * takes more splits to keep the SMs busy: flash cut, 32k context, batch 1: 2.50 ms a step with 32,
- * 2.43 with 64; H100, bench/RESULTS.md).
+ * Context splits of an MLA decode, fixed so that a captured decode step fits every context length:
+ * 32 for the per-head CUDA-core kernel; 64 for the tensor-core kernel, whose blocks own every head
+ * of a group and so need more splits to fill the SMs (flash cut, 32k context, batch 1: 2.50 ms a
+ * step with 32, 2.43 with 64; H100, bench/RESULTS.md).
  */
 const MLA_DECODE_SPLITS = 32, MLA_DECODE_TC_SPLITS = 64;
 
