@@ -264,7 +264,9 @@ __device__ __forceinline__ void grouped_gemm_wg(float* __restrict__ y, unsigned 
   const int wRows = GLU ? 2 * N : N;
   const unsigned short* we = w + (long long)e * wRows * Kd;
 
-  const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31, wq = (tid >> 5) & 3;
+  // The warpgroup index through a shuffle: provably warp-uniform, which (with the MMAs issued on
+  // every warpgroup, below) lets ptxas keep the wgmma pipelined (no C7518 serialisation).
+  const int tid = threadIdx.x, wg = __shfl_sync(0xffffffffu, tid >> 7, 0), lane = tid & 31, wq = (tid >> 5) & 3;
   const int cr = tid >> 3, cc = tid & 7;  // load slots: rows cr + 32·i, chunk cc (k 8·cc..8·cc+7)
   long long aOff[AL], bOff[BL];
   bool aOk[AL], bOk[BL];
@@ -311,8 +313,8 @@ __device__ __forceinline__ void grouped_gemm_wg(float* __restrict__ y, unsigned 
   float d[128];
 #pragma unroll
   for (int i = 0; i < 128; i++) d[i] = 0.f;
-  // Warpgroup-uniform: its 64 rows hold a token. (Issuing the MMAs on the zero rows too, so that
-  // ptxas need not serialise the wgmma (C7518), measured no faster on H100: 153.4 vs 152.9 ms at 8k.)
+  // Whether this warpgroup's 64 rows hold a token. Its MMAs run either way (rows past the expert's
+  // end are zero-filled): a branch around them would make ptxas serialise every wgmma (C7518).
   const bool live = m0 + wg * 64 < mEnd;
   const int nk = (Kd + GW_BK - 1) / GW_BK;
 #pragma unroll
@@ -325,22 +327,20 @@ __device__ __forceinline__ void grouped_gemm_wg(float* __restrict__ y, unsigned 
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // cp.async writes → wgmma reads
     __syncthreads();  // tile kt landed for all
     const unsigned sA = smBase + (kt % STAGES) * SB + wg * 64 * 128, sB = smBase + (kt % STAGES) * SB + NP * AB;
-    if (live) {
-      asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #pragma unroll
-      for (int kk = 0; kk < GW_BK / 16; kk++) {
-        const unsigned long long db = gw_desc(sB + kk * 32);
-        gg_wgmma_n256(d, gw_desc(sA + kk * 32), db);
-        if constexpr (SPLIT) gg_wgmma_n256(d, gw_desc(sA + AB + kk * 32), db);
-      }
-      asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-      asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");  // tile kt − 1's MMAs done; kt's stay in flight
+    for (int kk = 0; kk < GW_BK / 16; kk++) {
+      const unsigned long long db = gw_desc(sB + kk * 32);
+      gg_wgmma_n256(d, gw_desc(sA + kk * 32), db);
+      if constexpr (SPLIT) gg_wgmma_n256(d, gw_desc(sA + AB + kk * 32), db);
     }
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+    asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");  // tile kt − 1's MMAs done; kt's stay in flight
     __syncthreads();  // ... in every warpgroup: tile kt − 1's stage is free; refill it while tile kt's MMAs run
     if (kt + STAGES - 1 < nk) load(kt + STAGES - 1, (kt + STAGES - 1) % STAGES);
     asm volatile("cp.async.commit_group;\n" ::: "memory");
   }
-  if (live) asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
   asm volatile("cp.async.wait_group 0;\n" ::: "memory");
   if (!live) return;
 
