@@ -25,7 +25,8 @@ import { engineSizes, type OpenOptions } from '../engine/open.js';
 import { cacheGeometry } from '../model/cache-spec.js';
 import { Model } from '../model/forward.js';
 import { loadModelDir } from '../model/load.js';
-import { argmax, harness, RouteTape, type Harness } from '../model/test-harness.js';
+import { argmax, forwardMixed, harness, RouteTape, type Harness } from '../model/test-harness.js';
+import { realHeadVariant } from '../model/tiny-configs.js';
 import type { Backend, MatmulInputs } from '../backend/backend.js';
 import { compare } from '../util/compare.js';
 import type { CacheSeq } from '../cache/hybrid-cache.js';
@@ -164,6 +165,59 @@ test('tp gpu: tiny-brown TP 2 = TP 1 with bf16 matmul inputs (logits NMSE ≤ 1e
       }
     }
     t.diagnostic(`worst NMSE ${worst.toExponential(2)} over ${upTo} positions; ${first === null ? 'no routing flip' : `first routing flip at position ${first.pos} (gap ${first.gap.toExponential(2)}, noise ${first.noise.toExponential(2)}; ${flips.length} before the inputs part)`}${div < 0 ? '' : `; greedy tokens part at step ${div}${prompt.length - 1 + div < upTo ? ' (a near-tie)' : ' (after the routing flip)'}`}; smallest TP 1 routing margin ${tape.minMargin().toExponential(2)}; tokens TP 1 ${one.tokens.join(' ')} / TP 2 ${many.tokens.join(' ')}`);
+  } finally {
+    await group.shutdown();
+  }
+});
+
+// Several sequences in one step under TP: a mixed step (one decode, two prefills), then four steps
+// of all three decoding through the batched MLA decode (kv_lora_rank 512, bf16 latent pages, one
+// head a rank), eager and as CUDA graphs, against TP 1 running the same steps eagerly;
+// scale-relative 1e-4 as above (f32 matmul inputs, the class default).
+test('tp gpu: TP 2 = TP 1 on batched steps (mixed prefill + decode, then a 3-sequence decode on the batched MLA kernel; eager and graph)', { skip }, async () => {
+  const dir = join(root, 'l512');
+  writeTinyModel(dir, realHeadVariant.config, { seed: 41, dtype: 'BF16' });
+  const rng = new Prng(13);
+  const prompts = [14, 30, 6].map((n) => Array.from({ length: n }, () => rng.int(90)));
+  const run = (h: Harness, graphs: boolean): Float64Array[] => {
+    const s0 = h.cache.allocSeq()!;
+    const first = prompts[0].slice(0, 13);
+    assert.ok(h.cache.reserve(s0, 64));
+    h.model.forward({ ids: Int32Array.from(first), positions: Int32Array.from(first, (_, j) => j), seqs: [{ seq: s0, start: 0, len: 13, ctxStart: 0 }], sampleRows: Int32Array.of(12) }, h.cache);
+    const seqs = [s0, h.cache.allocSeq()!, h.cache.allocSeq()!];
+    const out = forwardMixed(h, seqs, [prompts[0].slice(13), prompts[1], prompts[2]], [13, 0, 0]);
+    const ctx = prompts.map((p) => p.length);
+    for (let step = 0; step < 4; step++) {
+      const batch = { ids: Int32Array.from([7 + step, 20, 33]), positions: Int32Array.from(ctx), seqs: seqs.map((seq, b) => ({ seq, start: b, len: 1, ctxStart: ctx[b] })), sampleRows: Int32Array.of(0, 1, 2) };
+      seqs.forEach((s, b) => assert.ok(h.cache.reserve(s, ctx[b] + 1)));
+      const logits = graphs ? h.model.step(batch, h.cache) : h.model.forward(batch, h.cache);
+      const all = h.model.be.download(logits), V = logits.shape[1];
+      for (let b = 0; b < 3; b++) out.push(Float64Array.from(all.subarray(b * V, (b + 1) * V)));
+      ctx.forEach((_, b) => ctx[b]++);
+    }
+    seqs.forEach((s) => h.cache.free(s));
+    return out;
+  };
+  // Both caches take the CUDA default, bf16 pages (the batched tensor-core decode's input).
+  const be1 = new CudaBackend({ device: 0 });
+  const one = run(harness(dir, be1, 'default', 64, 16), false);
+  be1.dispose();
+  const { h, group } = await tpHarness(dir, 2);
+  try {
+    for (const graphs of [false, true]) {
+      const many = run(h, graphs);
+      let worst = 0;
+      for (let p = 0; p < one.length; p++) {
+        let err = 0, scale = 0;
+        for (let i = 0; i < one[p].length; i++) {
+          err = Math.max(err, Math.abs(many[p][i] - one[p][i]));
+          scale = Math.max(scale, Math.abs(one[p][i]));
+        }
+        worst = Math.max(worst, err / scale);
+      }
+      console.log(`l512 TP 2 batched steps (${graphs ? 'graph' : 'eager'}): worst scale-relative logit error ${worst.toExponential(2)} over ${one.length} rows`);
+      assert.ok(worst <= 1e-4, `${graphs ? 'graph' : 'eager'}: worst ${worst}`);
+    }
   } finally {
     await group.shutdown();
   }
