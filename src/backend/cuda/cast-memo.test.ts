@@ -119,7 +119,7 @@ test('cudaMatmul with bf16 inputs: an f32 weight with a bf16 twin runs a bf16 GE
 test('cudaMatmul GEMV (T ≤ 8) with bf16 inputs: x rounded once into a copy for consecutive GEMVs at T ≥ 2, in the kernel at T = 1; f32 inputs never round', () => {
   for (const [bf16Inputs, Tg, rounds, rx] of [[true, 4, 1, 0], [true, 8, 1, 0], [true, 1, 0, 1], [false, 4, 0, 0]] as const) {
     const { c, d, t } = setup(bf16Inputs);
-    c.gemvMaxT = 8; // steps of 2..8 rows on the GEMV kernels (the default sends them to cuBLASLt)
+    c.gemvMaxT = 8; // steps of 2..8 rows on the GEMV kernels (with bf16 inputs they go to cuBLASLt by default)
     const x = t('f32', [Tg, K]), w1 = t('bf16', [N, K]), w2 = t('bf16', [N, K]), o1 = t('f32', [Tg, N]), o2 = t('f32', [Tg, N]);
     cudaMatmul(c, o1, x, w1, null);
     cudaMatmul(c, o2, x, w2, null);
@@ -139,4 +139,15 @@ test('cudaMatmul GEMV (T ≤ 8) with bf16 inputs: x rounded once into a copy for
   }
   // The recording driver finds GEMV2(T)'s token-pasted names, and only the instantiated ones.
   assert.throws(() => setup(true).c.kernel('src/ops/matmul/matmul.cu', 'matmul_gemv2_bf16_t9', 'ppppiiii'), /not declared/);
+});
+
+test('cudaMatmul picks GEMV or cuBLASLt by CudaContext.gemvRows(): 1 row with bf16 inputs, up to 8 with f32 inputs (exact f32 products), BAILING_GEMV_MAX_T / gemvMaxT overriding', () => {
+  for (const [bf16Inputs, override, Tg, gemv] of [[true, null, 1, true], [true, null, 2, false], [false, null, 8, true], [false, null, 9, false], [true, 8, 4, true], [false, 1, 4, false]] as const) {
+    const { c, d, t } = setup(bf16Inputs);
+    c.gemvMaxT = override;
+    cudaMatmul(c, t('f32', [Tg, N]), t('f32', [Tg, K]), t('bf16', [N, K]), null);
+    const what = `${bf16Inputs ? 'bf16' : 'f32'} inputs, gemvMaxT ${override}, T = ${Tg}`;
+    assert.equal(d.names().includes(`matmul_gemv2_bf16_t${Tg}`), gemv, `${what}: ${d.names().join(' ')}`);
+    assert.equal(d.gemms.length > 0, !gemv, `${what}: cuBLASLt GEMMs ${d.gemms.length}`);
+  }
 });

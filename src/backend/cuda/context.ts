@@ -111,12 +111,10 @@ export class CudaContext {
    */
   moeGemmMinT: number = positiveInt('BAILING_MOE_GEMM_MIN_T', process.env.BAILING_MOE_GEMM_MIN_T, 16);
   /**
-   * Largest step of a dense matmul on the GEMV kernels (BAILING_GEMV_MAX_T, ≤ 8); larger steps use
-   * cuBLASLt. 1: from 2 rows cuBLASLt reads the weights at a better rate than the GEMV kernels, which
-   * re-read x per weight row (H100 flash cut, decode with graphs: batch 2 2.97 → 2.87 ms, batch 4
-   * 4.76 → 3.97, batch 8 9.11 → 6.17).
+   * Largest step of a dense matmul on the GEMV kernels (BAILING_GEMV_MAX_T, ≤ 8; null: gemvRows()'s
+   * default); larger steps use cuBLASLt.
    */
-  gemvMaxT: number = Math.min(8, positiveInt('BAILING_GEMV_MAX_T', process.env.BAILING_GEMV_MAX_T, 1));
+  gemvMaxT: number | null = process.env.BAILING_GEMV_MAX_T ? Math.min(8, positiveInt('BAILING_GEMV_MAX_T', process.env.BAILING_GEMV_MAX_T, 8)) : null;
   /**
    * Tokens per pass of the MoE prefill GEMMs (BAILING_MOE_CHUNK): each pass reads every hit expert's
    * weights once, and its permuted scratch grows with it (~0.15 MB a token at K = 8). 8192, the
@@ -249,6 +247,17 @@ export class CudaContext {
   ptr(t: Tensor): bigint {
     assert(t.storage.kind === 'device', () => `${t} is not in device memory`);
     return t.storage.ptr + BigInt(t.offset * dtypeBytes[t.dtype]);
+  }
+
+  /**
+   * Rows up to which a dense matmul runs on the GEMV kernels: gemvMaxT when set; else 1 with bf16
+   * inputs, where from 2 rows cuBLASLt reads the weights at a better rate than the GEMV kernels,
+   * which re-read x per weight row (H100 flash cut, decode with graphs: batch 2 2.97 → 2.87 ms,
+   * batch 4 4.76 → 3.97, batch 8 9.11 → 6.17), and all 8 with f32 inputs, where the GEMV multiplies
+   * the f32 values exactly and cuBLASLt would take them as bf16 hi + lo (16 significant bits).
+   */
+  gemvRows(): number {
+    return this.gemvMaxT ?? (this.bf16Inputs ? 1 : 8);
   }
 
   /** A device buffer of at least `bytes` under `key`, grown (never shrunk) on demand. */

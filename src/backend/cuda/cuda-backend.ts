@@ -6,7 +6,8 @@
  * - 'matrix' weights bf16 when the checkpoint is bf16 (f32 checkpoints stay f32); 'vector' weights
  *   f32, 2-D ones from a bf16 checkpoint with a bf16 twin; lightning state f32 (bf16 in compat
  *   vllm); MLA latent / GQA KV cache in bf16 or f32 pages (HybridCache kvCacheDtype).
- * matmul: steps of up to c.gemvMaxT rows (1) run a GEMV kernel; larger ones go through cuBLASLt.
+ * matmul: steps of up to c.gemvRows() rows (1 with bf16 inputs, 8 with f32) run a GEMV kernel;
+ * larger ones go through cuBLASLt.
  * Everything is enqueued on one stream; download() and sync() wait for it.
  */
 import { Tensor, dtypeBytes, fromF64, hostArrayFor, type Dtype } from '../../tensor/tensor.js';

@@ -55,7 +55,7 @@ describe('cuda vs cpu with bf16 matmul inputs', { skip }, () => {
 
   test('matmul: GEMV (v2 rounding as it reads at T = 1, on a rounded copy above; v1 on a rounded copy), GEMM, f32 and bf16 weights', (t) => {
     // [3, 7, 12]: K % 8 ≠ 0 sends bf16 weights to the v1 GEMV. Steps up to 8 rows on the GEMV
-    // kernels here (the default gemvMaxT sends 2..8 to cuBLASLt: the [300, ...] and [9, ...] shapes).
+    // kernels here (with bf16 inputs gemvRows() sends 2..8 to cuBLASLt: the [300, ...] and [9, ...] shapes).
     const gemvMaxT0 = gpu.c.gemvMaxT;
     gpu.c.gemvMaxT = gpuF32.c.gemvMaxT = GEMV_MAX_T;
     t.after(() => void (gpu.c.gemvMaxT = gpuF32.c.gemvMaxT = gemvMaxT0));

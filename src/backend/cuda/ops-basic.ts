@@ -13,7 +13,7 @@ import { checkRope } from '../../ops/rope/rope.js';
 import type { CudaContext } from './context.js';
 import type { ArgHint } from './step-args.js';
 
-/** The GEMV kernels' largest step (matmul_gemv2_*_t1..t8); CudaContext.gemvMaxT picks how many rows use them. */
+/** The GEMV kernels' largest step (matmul_gemv2_*_t1..t8); CudaContext.gemvRows() picks how many rows use them. */
 export const GEMV_MAX_T = 8;
 
 const F = {
@@ -50,7 +50,7 @@ export function cudaMatmul(c: CudaContext, out: Tensor, x: Tensor, w: Tensor, bi
   assert(w.dtype === 'bf16' || w.dtype === 'f32', () => `matmul: weight dtype ${w.dtype}`);
   if (T === 0 || N === 0) return;
   const pb = bias ? c.ptr(bias) : 0n;
-  const gemm = T > c.gemvMaxT && K > 0;
+  const gemm = T > c.gemvRows() && K > 0;
   const V = w.dtype === 'bf16' ? 8 : 4; // elements per 16-byte load
   const gemv2 = !gemm && T <= 8 && K % V === 0 && c.ptr(w) % 16n === 0n && c.ptr(x) % 16n === 0n;
   // bf16 inputs: the bf16-weight GEMM casts x itself; the v2 GEMV rounds x as it reads it at T = 1
