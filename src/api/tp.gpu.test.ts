@@ -172,8 +172,10 @@ test('tp gpu: tiny-brown TP 2 = TP 1 with bf16 matmul inputs (logits NMSE ≤ 1e
 
 // Several sequences in one step under TP: a mixed step (one decode, two prefills), then four steps
 // of all three decoding through the batched MLA decode (kv_lora_rank 512, bf16 latent pages, one
-// head a rank), eager and as CUDA graphs, against TP 1 running the same steps eagerly;
-// scale-relative 1e-4 as above (f32 matmul inputs, the class default).
+// head a rank), eager and as CUDA graphs, against TP 1 running the same steps eagerly (f32 matmul
+// inputs, the class default). The latents go through bf16 pages: TP's f32 sum order moves some of
+// them across a bf16 rounding boundary, a whole ulp (2^-8 relative) apart, so rows agree to NMSE
+// ≤ 1e-6 (scale-relative error ~8e-5 measured on 2× H100; a row of another sequence would be O(1)).
 test('tp gpu: TP 2 = TP 1 on batched steps (mixed prefill + decode, then a 3-sequence decode on the batched MLA kernel; eager and graph)', { skip }, async () => {
   const dir = join(root, 'l512');
   writeTinyModel(dir, realHeadVariant.config, { seed: 41, dtype: 'BF16' });
@@ -206,17 +208,19 @@ test('tp gpu: TP 2 = TP 1 on batched steps (mixed prefill + decode, then a 3-seq
   try {
     for (const graphs of [false, true]) {
       const many = run(h, graphs);
-      let worst = 0;
+      let worst = 0, worstRel = 0;
       for (let p = 0; p < one.length; p++) {
+        const s = compare(many[p], one[p]);
+        worst = Math.max(worst, s.nmse);
         let err = 0, scale = 0;
         for (let i = 0; i < one[p].length; i++) {
           err = Math.max(err, Math.abs(many[p][i] - one[p][i]));
           scale = Math.max(scale, Math.abs(one[p][i]));
         }
-        worst = Math.max(worst, err / scale);
+        worstRel = Math.max(worstRel, err / scale);
       }
-      console.log(`l512 TP 2 batched steps (${graphs ? 'graph' : 'eager'}): worst scale-relative logit error ${worst.toExponential(2)} over ${one.length} rows`);
-      assert.ok(worst <= 1e-4, `${graphs ? 'graph' : 'eager'}: worst ${worst}`);
+      console.log(`l512 TP 2 batched steps (${graphs ? 'graph' : 'eager'}): worst NMSE ${worst.toExponential(2)}, worst scale-relative logit error ${worstRel.toExponential(2)} over ${one.length} rows`);
+      assert.ok(worst <= 1e-6, `${graphs ? 'graph' : 'eager'}: worst NMSE ${worst}`);
     }
   } finally {
     await group.shutdown();
