@@ -13,7 +13,7 @@ import { checkRoute, routeGroups } from '../../ops/moe/moe.js';
 import type { CudaContext } from './context.js';
 import { f32Act, roundedCopy, rowThreads, strideGrid } from './ops-basic.js';
 import { moeExpertsFast } from './ops-moe.js';
-import { mlaMetaLength } from './step-args.js';
+import { fillMlaMeta, mlaMetaStride } from './step-args.js';
 
 const F = {
   lightning: 'src/ops/lightning/lightning.cu',
@@ -225,12 +225,7 @@ export function cudaMlaAttention(c: CudaContext, out: Tensor, q: Tensor, cache: 
   const { qlat, olat, part } = mlaScratch(c, n, S, p);
   mlaAbsorbQ(c, qlat, q, kvB, n, p);
   if (decode) {
-    const used = Math.ceil(ctx / p.blockSize);
-    assert(used <= seq.blockTable.length, () => `MLA position ${ctx - 1} beyond block table of ${seq.blockTable.length} blocks of ${p.blockSize}`);
-    const meta = new Int32Array(1 + Math.max(64, 2 ** Math.ceil(Math.log2(used))));
-    meta[0] = seq.ctxStart;
-    meta.set(seq.blockTable.subarray(0, used), 1);
-    const metaArg = c.hostArg('mla-meta', meta, { kind: 'mlaMeta', table: seq.blockTable, blockSize: p.blockSize });
+    const { arg: metaArg } = mlaDecodeMeta(c, [seq], p.blockSize);
     const paged = c.kernel(F.mla, `mla_attend_paged_${cd}`, 'pppppiiiifi');
     c.launch(paged, [H, n, S], 128, 4 * (L + Dr), [part, qlat, c.ptr(q), c.ptr(cache), metaArg, H, Dn, Dr, L, scale, p.blockSize]);
   } else {
@@ -289,27 +284,24 @@ function mlaMergeOut(c: CudaContext, out: Tensor, olat: bigint, part: bigint, kv
   c.launch(c.kernel(F.mla, 'mla_outproj_f32', 'pppiiiii'), [Math.ceil(outs / 8), 1, 1], 256, 0, [c.ptr(out), olat, c.ptr(kvB), n, H, Dn, Dv, L]);
 }
 
+/** The decode metadata of one-token sequences (step-args.ts fillMlaMeta), staged for the kernels. */
+function mlaDecodeMeta(c: CudaContext, seqs: readonly MlaSeq[], bs: number): { arg: bigint; stride: number } {
+  const stride = mlaMetaStride(seqs, bs), meta = new Int32Array(seqs.length * stride);
+  for (const s of seqs) assert(Math.ceil((s.ctxStart + 1) / bs) <= s.blockTable.length, () => `MLA position ${s.ctxStart} beyond block table of ${s.blockTable.length} blocks of ${bs}`);
+  fillMlaMeta(meta, 0, seqs, bs, stride);
+  return { arg: c.hostArg('mla-meta', meta, { kind: 'mlaMeta', tables: seqs.map((s) => s.blockTable), blockSize: bs }), stride };
+}
+
 /**
  * Absorbed decode of n sequences, one query each, on the tensor-core kernel (mla-decode-tc.cu:
- * every head of a group of 32 per block, grid z = the sequence). meta: per sequence [ctxStart,
- * block table zero-padded to the batch's power of two ≥ 64 blocks], `stride` words apart, so the
- * arguments keep their shape as contexts grow and a captured graph replays until the longest
- * table crosses a power of two.
+ * every head of a group of 32 per block, grid z = the sequence; metadata as mlaDecodeMeta).
  */
 function mlaDecodeTcRows(c: CudaContext, out: Tensor, q: Tensor, cache: Tensor, kvB: Tensor, seqs: readonly MlaSeq[], p: MlaParams): void {
   const { nHeads: H, qkNope: Dn, qkRope: Dr, kvLora: L, scale, blockSize: bs } = p;
   const n = seqs.length, S = MLA_DECODE_TC_SPLITS;
   const { qlat, olat, part } = mlaScratch(c, n, S, p);
   mlaAbsorbQ(c, qlat, q, kvB, n, p);
-  const stride = Math.max(...seqs.map((s) => mlaMetaLength(s.ctxStart, bs)));
-  const meta = new Int32Array(n * stride);
-  seqs.forEach((s, i) => {
-    const used = Math.ceil((s.ctxStart + 1) / bs);
-    assert(used <= s.blockTable.length, () => `MLA position ${s.ctxStart} beyond block table of ${s.blockTable.length} blocks of ${bs}`);
-    meta[i * stride] = s.ctxStart;
-    meta.set(s.blockTable.subarray(0, used), i * stride + 1);
-  });
-  const metaArg = c.hostArg('mla-meta', meta, { kind: 'mlaMetaRows', tables: seqs.map((s) => s.blockTable), blockSize: bs });
+  const { arg: metaArg, stride } = mlaDecodeMeta(c, seqs, bs);
   // Shared memory: q hi + lo and 3 cache tiles of 32 rows (pitch P), scores, P hi + lo, stats.
   const P = L + Dr + 8, smem = (2 + 3) * 32 * P * 2 + 32 * 33 * 4 + 2 * 32 * 40 * 2 + 3 * 32 * 4;
   c.launch(c.kernel(F.mlaDecodeTc, 'mla_decode_tc_bf16', 'pppppiiiifi'), [S, Math.ceil(H / 32), n], 128, smem, [part, qlat, c.ptr(q), c.ptr(cache), metaArg, stride, H, Dn, Dr, scale, bs]);

@@ -22,13 +22,8 @@ export type ArgHint =
   | 'slots'
   /** Paged cache rows of positions [from, from + n) of the sequence owning `table`. */
   | { readonly kind: 'cacheRows'; readonly table: Int32Array; readonly blockSize: number; readonly from: number }
-  /** MLA decode metadata: [ctxStart, block table padded to a power of two ≥ 64 blocks]. */
-  | { readonly kind: 'mlaMeta'; readonly table: Int32Array; readonly blockSize: number }
-  /**
-   * Batched MLA decode metadata: per sequence (its block table) [ctxStart, block table], each
-   * padded to the longest's mlaMetaLength.
-   */
-  | { readonly kind: 'mlaMetaRows'; readonly tables: readonly Int32Array[]; readonly blockSize: number };
+  /** MLA decode metadata of the sequences owning `tables` (mlaDecodeMeta). */
+  | { readonly kind: 'mlaMeta'; readonly tables: readonly Int32Array[]; readonly blockSize: number };
 
 /** One argument of a staging pass: where it sits in the arena and how to recompute it. */
 export interface StagedArg {
@@ -45,6 +40,35 @@ type Writer = (b: StepShape, img: Int32Array) => boolean;
 export function mlaMetaLength(ctxStart: number, blockSize: number): number {
   const used = Math.ceil((ctxStart + 1) / blockSize);
   return 1 + Math.max(64, 2 ** Math.ceil(Math.log2(used)));
+}
+
+/** One-token sequences as MLA decode metadata sees them. */
+export interface MlaMetaSeq {
+  readonly ctxStart: number;
+  readonly blockTable: Int32Array;
+}
+
+/**
+ * Words per sequence of MLA decode metadata: the longest sequence's mlaMetaLength, so the layout
+ * keeps its shape as contexts grow (a captured graph replays until that crosses a power of two).
+ */
+export function mlaMetaStride(seqs: readonly MlaMetaSeq[], blockSize: number): number {
+  return Math.max(...seqs.map((s) => mlaMetaLength(s.ctxStart, blockSize)));
+}
+
+/**
+ * MLA decode metadata into dst from `off`: per sequence [ctxStart, block table zero-padded],
+ * `stride` words apart. False when a sequence's table is shorter than its context.
+ */
+export function fillMlaMeta(dst: Int32Array, off: number, seqs: readonly MlaMetaSeq[], blockSize: number, stride: number): boolean {
+  for (let i = 0; i < seqs.length; i++) {
+    const s = seqs[i], used = Math.ceil((s.ctxStart + 1) / blockSize), at = off + i * stride;
+    if (used > s.blockTable.length) return false;
+    dst[at] = s.ctxStart;
+    dst.set(s.blockTable.subarray(0, used), at + 1);
+    dst.fill(0, at + 1 + used, at + stride);
+  }
+  return true;
 }
 
 function writer(a: StagedArg, batch: StepShape): Writer | null {
@@ -68,47 +92,28 @@ function writer(a: StagedArg, batch: StepShape): Writer | null {
       }
       return true;
     };
-  if (h.kind === 'mlaMetaRows') {
+  if (h.kind === 'mlaMeta') {
     const ks = h.tables.map((t) => batch.seqs.findIndex((s) => s.seq.blockTable === t));
     if (ks.some((k) => k < 0) || n % ks.length !== 0) return null;
-    const bs = h.blockSize, stride = n / ks.length;
+    const stride = n / ks.length;
     return (b, img) => {
-      const seqs = ks.map((k) => b.seqs[k]);
-      if (Math.max(...seqs.map((s) => mlaMetaLength(s.ctxStart, bs))) !== stride) return false;
-      for (let i = 0; i < seqs.length; i++) {
-        const s = seqs[i], used = Math.ceil((s.ctxStart + 1) / bs), t = s.seq.blockTable;
-        if (used > t.length) return false;
-        img[at + i * stride] = s.ctxStart;
-        img.set(t.subarray(0, used), at + i * stride + 1);
-        img.fill(0, at + i * stride + 1 + used, at + (i + 1) * stride);
-      }
-      return true;
+      const seqs = ks.map((k) => ({ ctxStart: b.seqs[k].ctxStart, blockTable: b.seqs[k].seq.blockTable }));
+      // Another stride is another layout: the graph is captured again.
+      return mlaMetaStride(seqs, h.blockSize) === stride && fillMlaMeta(img, at, seqs, h.blockSize, stride);
     };
   }
+  // Paged cache rows.
   const k = batch.seqs.findIndex((s) => s.seq.blockTable === h.table);
   if (k < 0) return null;
-  const bs = h.blockSize;
-  if (h.kind === 'cacheRows') {
-    const d0 = h.from - batch.seqs[k].ctxStart;
-    return (b, img) => {
-      const s = b.seqs[k];
-      const t = s.seq.blockTable;
-      for (let i = 0; i < n; i++) {
-        const pos = s.ctxStart + d0 + i, blk = Math.floor(pos / bs);
-        if (blk >= t.length) return false;
-        img[at + i] = t[blk] * bs + (pos % bs);
-      }
-      return true;
-    };
-  }
+  const bs = h.blockSize, d0 = h.from - batch.seqs[k].ctxStart;
   return (b, img) => {
     const s = b.seqs[k];
-    if (mlaMetaLength(s.ctxStart, bs) !== n) return false;
-    const used = Math.ceil((s.ctxStart + 1) / bs), t = s.seq.blockTable;
-    if (used > t.length) return false;
-    img[at] = s.ctxStart;
-    img.set(t.subarray(0, used), at + 1);
-    img.fill(0, at + 1 + used, at + n);
+    const t = s.seq.blockTable;
+    for (let i = 0; i < n; i++) {
+      const pos = s.ctxStart + d0 + i, blk = Math.floor(pos / bs);
+      if (blk >= t.length) return false;
+      img[at + i] = t[blk] * bs + (pos % bs);
+    }
     return true;
   };
 }
