@@ -19,21 +19,32 @@
 #define GG_PK (GG_BK + 8)  // smem pitch (elements)
 
 
-// The k loop of one warp: MC = its live 16-row slices (0, 1, 2 or 4; a warp-uniform choice of one
-// unrolled body). load(kt, stage) issues a block's cp.async copies of k tile kt.
-template <int MC, int NP, int BN, int STAGES, typename Load>
-__device__ __forceinline__ void gg_mainloop(float (&acc)[4][8][4], const unsigned short* sm, int nk, int wm, int wn, int lane, Load& load) {
-  constexpr int AE = GG_BM * GG_PK, SE = NP * AE + BN * GG_PK;
+// The cp.async pipeline shared by both forms: the first STAGES − 1 k tiles in flight (a commit group
+// each, empty past nk), and after step kt's barrier the refill of the stage step kt − 1 used.
+template <int STAGES, typename Load>
+__device__ __forceinline__ void gg_prologue(int nk, Load& load) {
 #pragma unroll
   for (int s = 0; s < STAGES - 1; s++) {
     if (s < nk) load(s, s);
     asm volatile("cp.async.commit_group;\n" ::: "memory");
   }
+}
+template <int STAGES, typename Load>
+__device__ __forceinline__ void gg_refill(int kt, int nk, Load& load) {
+  if (kt + STAGES - 1 < nk) load(kt + STAGES - 1, (kt + STAGES - 1) % STAGES);
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+
+// The k loop of one warp: MC = its live 16-row slices (0, 1, 2 or 4; a warp-uniform choice of one
+// unrolled body). load(kt, stage) issues a block's cp.async copies of k tile kt.
+template <int MC, int NP, int BN, int STAGES, typename Load>
+__device__ __forceinline__ void gg_mainloop(float (&acc)[4][8][4], const unsigned short* sm, int nk, int wm, int wn, int lane, Load& load) {
+  constexpr int AE = GG_BM * GG_PK, SE = NP * AE + BN * GG_PK;
+  gg_prologue<STAGES>(nk, load);
   for (int kt = 0; kt < nk; kt++) {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(STAGES - 2) : "memory");
     __syncthreads();  // tile kt landed for everyone; stage (kt − 1) % STAGES is free again
-    if (kt + STAGES - 1 < nk) load(kt + STAGES - 1, (kt + STAGES - 1) % STAGES);
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
+    gg_refill<STAGES>(kt, nk, load);
     if constexpr (MC > 0) {
       const unsigned short* sA = sm + (kt % STAGES) * SE;
       const unsigned short* sB = sA + NP * AE;
@@ -317,11 +328,7 @@ __device__ __forceinline__ void grouped_gemm_wg(float* __restrict__ y, unsigned 
   // end are zero-filled): a branch around them would make ptxas serialise every wgmma (C7518).
   const bool live = m0 + wg * 64 < mEnd;
   const int nk = (Kd + GW_BK - 1) / GW_BK;
-#pragma unroll
-  for (int s = 0; s < STAGES - 1; s++) {
-    if (s < nk) load(s, s);
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
-  }
+  gg_prologue<STAGES>(nk, load);
   for (int kt = 0; kt < nk; kt++) {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(STAGES - 2) : "memory");
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // cp.async writes → wgmma reads
@@ -337,8 +344,7 @@ __device__ __forceinline__ void grouped_gemm_wg(float* __restrict__ y, unsigned 
     asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
     asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");  // tile kt − 1's MMAs done; kt's stay in flight
     __syncthreads();  // ... in every warpgroup: tile kt − 1's stage is free; refill it while tile kt's MMAs run
-    if (kt + STAGES - 1 < nk) load(kt + STAGES - 1, (kt + STAGES - 1) % STAGES);
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
+    gg_refill<STAGES>(kt, nk, load);
   }
   asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
   asm volatile("cp.async.wait_group 0;\n" ::: "memory");

@@ -98,25 +98,19 @@ __device__ __forceinline__ u64 sel_weight(const Sel& s, int i, unsigned& key) { 
 
 // ---- block primitives (blockDim = SR_THREADS; fixed combination order: deterministic) ----------
 
-__device__ __forceinline__ u64 block_sum_u64(u64 v, SrShared& sh) {
+// Sum over the block through red[SR_WARPS] (SrShared::red for u64, ::redd for double).
+template <typename T>
+__device__ __forceinline__ T block_sum(T v, T* red) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   __syncthreads();
-  if ((threadIdx.x & 31) == 0) sh.red[threadIdx.x >> 5] = v;
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
   __syncthreads();
-  v = sh.red[threadIdx.x & 31];
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
-__device__ __forceinline__ double block_sum_d(double v, SrShared& sh) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  __syncthreads();
-  if ((threadIdx.x & 31) == 0) sh.redd[threadIdx.x >> 5] = v;
-  __syncthreads();
-  v = sh.redd[threadIdx.x & 31];
+  v = red[threadIdx.x & 31];
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
+__device__ __forceinline__ u64 block_sum_u64(u64 v, SrShared& sh) { return block_sum(v, sh.red); }
+__device__ __forceinline__ double block_sum_d(double v, SrShared& sh) { return block_sum(v, sh.redd); }
 
 // (value, index) max with the lowest index on ties; every thread gets the result.
 __device__ __forceinline__ void block_argmax(float& v, int& i, SrShared& sh) {
