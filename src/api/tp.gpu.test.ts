@@ -65,6 +65,20 @@ function greedy(h: Harness, prompt: number[], steps: number, graphs = false, tap
   h.cache.free(seq);
   return { logits, tokens };
 }
+/** Largest scale-relative logit error over rows: max |a − b| / max |b| per row. */
+function worstOf(a: Float64Array[], b: Float64Array[]): number {
+  let worst = 0;
+  for (let p = 0; p < b.length; p++) {
+    let err = 0, scale = 0;
+    for (let i = 0; i < b[p].length; i++) {
+      err = Math.max(err, Math.abs(a[p][i] - b[p][i]));
+      scale = Math.max(scale, Math.abs(b[p][i]));
+    }
+    worst = Math.max(worst, err / scale);
+  }
+  return worst;
+}
+
 /** `wrap`: rank 0's backend as the model sees it (a RouteTape watching its routing). */
 async function tpHarness(dir: string, size: number, onExit?: (e: TpRankError) => void, matmulInputs: MatmulInputs = 'f32', wrap: (be: Backend) => Backend = (be) => be): Promise<{ h: Harness; group: TpGroup }> {
   const group = await TpGroup.start(size, { dir, matmulInputs }, OPEN, onExit ?? (() => {}));
@@ -97,18 +111,6 @@ for (const [name, dir, vocab, max] of [['tiny-brown', brown, 4096, 2], ['tiny gn
       be1.dispose();
       const { h, group } = await tpHarness(dir, size);
       try {
-        const worstOf = (a: Float64Array[], b: Float64Array[]): number => {
-          let worst = 0;
-          for (let p = 0; p < b.length; p++) {
-            let err = 0, scale = 0;
-            for (let i = 0; i < b[p].length; i++) {
-              err = Math.max(err, Math.abs(a[p][i] - b[p][i]));
-              scale = Math.max(scale, Math.abs(b[p][i]));
-            }
-            worst = Math.max(worst, err / scale);
-          }
-          return worst;
-        };
         const many = greedy(h, prompt, 12);
         assert.deepEqual(many.tokens, one.tokens);
         const worst = worstOf(many.logits, one.logits);
@@ -208,17 +210,7 @@ test('tp gpu: TP 2 = TP 1 on batched steps (mixed prefill + decode, then a 3-seq
   try {
     for (const graphs of [false, true]) {
       const many = run(h, graphs);
-      let worst = 0, worstRel = 0;
-      for (let p = 0; p < one.length; p++) {
-        const s = compare(many[p], one[p]);
-        worst = Math.max(worst, s.nmse);
-        let err = 0, scale = 0;
-        for (let i = 0; i < one[p].length; i++) {
-          err = Math.max(err, Math.abs(many[p][i] - one[p][i]));
-          scale = Math.max(scale, Math.abs(one[p][i]));
-        }
-        worstRel = Math.max(worstRel, err / scale);
-      }
+      const worst = Math.max(...one.map((row, p) => compare(many[p], row).nmse)), worstRel = worstOf(many, one);
       console.log(`l512 TP 2 batched steps (${graphs ? 'graph' : 'eager'}): worst NMSE ${worst.toExponential(2)}, worst scale-relative logit error ${worstRel.toExponential(2)} over ${one.length} rows`);
       assert.ok(worst <= 1e-6, `${graphs ? 'graph' : 'eager'}: worst NMSE ${worst}`);
     }
