@@ -51,20 +51,28 @@ describe('cuda decode graphs vs eager', { skip }, () => {
     { name: 'f32', config: tinyConfig(), opts: { seed: 1 } },
     { name: 'bf16', config: tinyConfig({ num_experts: 16, n_group: 4, topk_group: 2, num_experts_per_tok: 4 }), opts: { seed: 7, dtype: 'BF16' as const } },
   ];
-  const cases = [
+  interface GraphCase {
+    m: { name: string; config: Record<string, unknown>; opts: { seed: number; dtype?: 'BF16' } };
+    B: number;
+    blockSize: number;
+    lens: number[];
+    /** moeGemmMinT for this case (the grouped expert GEMMs from this many rows). */
+    minT?: number;
+  }
+  const cases: GraphCase[] = [
     ...models.flatMap((m) => [1, 3, 8, 12].map((B) => ({ m, B, blockSize: 16, lens: Array.from({ length: B }, (_, b) => 5 + 37 * b) }))),
     // 64 blocks of 4 = 256 tokens: sequence 0 crosses into a 128-block table mid-run.
     { m: models[1], B: 2, blockSize: 4, lens: [236, 60] },
     // Batched decode through the grouped expert GEMMs (moeGemmMinT lowered to 9 here; 16 by
     // default): the device-side permutation and tile schedule inside a captured graph.
     { m: models[1], B: 12, blockSize: 16, lens: Array.from({ length: 12 }, (_, b) => 5 + 37 * b), minT: 9 },
-    // kv_lora_rank 512 with a bf16 latent cache: the batched tensor-core MLA decode (one launch for
-    // all sequences, per-sequence block tables at a common stride) captured and replayed directly;
-    // sequence 0 crosses 64 blocks of 4 mid-run (the stride doubles: recaptured).
-    { m: { name: 'L512', config: realHeadVariant.config, opts: { seed: 3, dtype: 'BF16' as const } }, B: 5, blockSize: 4, lens: [240, 3, 60, 17, 100], kv: 'bf16' as const },
+    // kv_lora_rank 512 with the CUDA default bf16 latent pages: the batched tensor-core MLA decode
+    // (one launch for all sequences, per-sequence block tables at a common stride) captured and
+    // replayed directly; sequence 0 crosses 64 blocks of 4 mid-run (the stride doubles: recaptured).
+    { m: { name: 'L512', config: realHeadVariant.config, opts: { seed: 3, dtype: 'BF16' } }, B: 5, blockSize: 4, lens: [240, 3, 60, 17, 100] },
   ];
-  for (const { m, B, blockSize, lens, minT, kv } of cases.map((c) => ({ minT: undefined as number | undefined, kv: undefined as 'bf16' | undefined, ...c })))
-      test(`${m.name}: batch ${B}, block ${blockSize}, contexts ${lens[0]}..${lens[B - 1]}${minT ? `, grouped MoE from ${minT} tokens` : ''}${kv ? `, ${kv} cache` : ''}: graph replay = eager (tokens, logits NMSE ≤ ${NMSE_MAX})`, (t) => {
+  for (const { m, B, blockSize, lens, minT } of cases)
+      test(`${m.name}: batch ${B}, block ${blockSize}, contexts ${lens[0]}..${lens[B - 1]}${minT ? `, grouped MoE from ${minT} tokens` : ''}: graph replay = eager (tokens, logits NMSE ≤ ${NMSE_MAX})`, (t) => {
         const minT0 = be.c.moeGemmMinT;
         if (minT) be.c.moeGemmMinT = minT;
         t.after(() => void (be.c.moeGemmMinT = minT0));
@@ -72,7 +80,7 @@ describe('cuda decode graphs vs eager', { skip }, () => {
         writeTinyModel(dir, m.config, m.opts);
         const { spec, weights } = loadModelDir(dir, be);
         const model = new Model(be, spec, weights, 512, 16, blockSize);
-        const caches = [0, 1].map(() => new HybridCache(be, cacheGeometry(spec), { maxSeqs: 16, numBlocks: (16 * 32 * 16) / blockSize, blockSize, kvCacheDtype: kv }));
+        const caches = [0, 1].map(() => new HybridCache(be, cacheGeometry(spec), { maxSeqs: 16, numBlocks: (16 * 32 * 16) / blockSize, blockSize }));
         const V = spec.config.vocab_size;
         const rng = new Prng(B * 31 + 5);
         const seqs: CacheSeq[][] = caches.map(() => []);
